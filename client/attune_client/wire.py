@@ -1,0 +1,208 @@
+"""The HTTP wire contract between an Attune server and its clients.
+
+This module is the single source of truth for request and response bodies. The server imports it;
+it never imports the server. Every model forbids unknown fields so that a typo in a request is a
+422, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Band",
+    "CreateEpisodeRequest",
+    "CreateEpisodeResponse",
+    "Difficulty",
+    "EpisodeOptions",
+    "EpisodeStatus",
+    "EpisodeView",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorDetail",
+    "IntentionType",
+    "Message",
+    "PersonaList",
+    "PersonaPublic",
+    "RewardMode",
+    "Role",
+    "StepInfo",
+    "StepRequest",
+    "StepResponse",
+    "TerminationReason",
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorCode(str, Enum):
+    """Machine-readable error codes; each maps to one HTTP status and one client exception."""
+
+    invalid_request = "invalid_request"
+    action_empty = "action_empty"
+    action_too_long = "action_too_long"
+    episode_not_found = "episode_not_found"
+    persona_not_found = "persona_not_found"
+    episode_finished = "episode_finished"
+    episode_busy = "episode_busy"
+    request_conflict = "request_conflict"
+    unauthorized = "unauthorized"
+    forbidden = "forbidden"
+    backend_unavailable = "backend_unavailable"
+    not_found = "not_found"
+    method_not_allowed = "method_not_allowed"
+    internal = "internal"
+
+
+class Role(str, Enum):
+    """Who said a message: the simulated person (``user``) or the policy (``assistant``)."""
+
+    user = "user"
+    assistant = "assistant"
+
+
+class Band(str, Enum):
+    """Emotion bands as in SAGE: S >= 100, A >= 70, B >= 40, C >= 10, F < 10."""
+
+    S = "S"
+    A = "A"
+    B = "B"
+    C = "C"
+    F = "F"
+
+
+class Difficulty(str, Enum):
+    """How demanding the simulated person's appraisal is (RLVER's easy / normal / hard)."""
+
+    easy = "easy"
+    normal = "normal"
+    hard = "hard"
+
+
+class IntentionType(str, Enum):
+    """What the person really wants from the conversation. See README, 'Intention taxonomy'."""
+
+    vent = "vent"
+    validation = "validation"
+    understand_other = "understand_other"
+    deep_empathy = "deep_empathy"
+    practical_advice = "practical_advice"
+    anger_acknowledged = "anger_acknowledged"
+    ambivalence = "ambivalence"
+    false_belief = "false_belief"
+
+
+class RewardMode(str, Enum):
+    """``terminal``: emotion/100 on the last step, 0 before (RLVER). ``dense``: delta/100 every step."""
+
+    terminal = "terminal"
+    dense = "dense"
+
+
+class EpisodeStatus(str, Enum):
+    """Lifecycle of an episode."""
+
+    active = "active"
+    terminated = "terminated"
+    truncated = "truncated"
+
+
+class TerminationReason(str, Enum):
+    """Why an episode ended."""
+
+    goal_reached = "goal_reached"
+    user_left = "user_left"
+    max_turns = "max_turns"
+
+
+class ErrorDetail(_Wire):
+    code: ErrorCode = Field(description="Machine-readable error code.")
+    message: str = Field(description="Human-readable explanation naming the problem.")
+
+
+class ErrorBody(_Wire):
+    error: ErrorDetail = Field(description="The error.")
+
+
+class EpisodeOptions(_Wire):
+    max_turns: int | None = Field(
+        default=None, ge=1, le=100, description="Supporter turns before truncation; server default when absent."
+    )
+    reward_mode: RewardMode | None = Field(default=None, description="Reward mode; server default when absent.")
+
+
+class CreateEpisodeRequest(_Wire):
+    persona_id: str | None = Field(default=None, description="Persona to play; chosen by the seed when absent.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Seeds persona choice and the simulator's sampling."
+    )
+    options: EpisodeOptions = Field(default_factory=EpisodeOptions, description="Per-episode overrides.")
+
+
+class StepInfo(_Wire):
+    persona_id: str = Field(description="Persona being played.")
+    emotion: int = Field(ge=0, le=100, description="The simulated person's emotion after this step, 0..100.")
+    delta: int = Field(ge=-10, le=10, description="Emotion change caused by the last supporter reply.")
+    band: Band = Field(description="Emotion band of ``emotion``.")
+    turn: int = Field(ge=0, description="Supporter turns taken so far.")
+    max_turns: int = Field(ge=1, description="Supporter turns allowed before truncation.")
+    status: EpisodeStatus = Field(description="Episode status after this step.")
+    termination_reason: TerminationReason | None = Field(default=None, description="Why the episode ended, if it did.")
+
+
+class CreateEpisodeResponse(_Wire):
+    episode_id: str = Field(description="Opaque episode id.")
+    observation: str = Field(description="The simulated person's opening message.")
+    info: StepInfo = Field(description="State after the opening (turn 0, delta 0).")
+
+
+class StepRequest(_Wire):
+    action: str = Field(min_length=1, description="The supporter's reply.")
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Idempotency key: a retry with it replays the result."
+    )
+
+
+class StepResponse(_Wire):
+    observation: str = Field(description="What the simulated person says next.")
+    reward: float = Field(description="Reward for this step under the episode's reward mode.")
+    terminated: bool = Field(description="The episode ended (goal reached or user left).")
+    truncated: bool = Field(description="The episode hit max_turns.")
+    info: StepInfo = Field(description="Emotion and progress after the step.")
+
+
+class Message(_Wire):
+    role: Role = Field(description="Speaker.")
+    content: str = Field(description="What was said.")
+    emotion: int | None = Field(default=None, description="For user messages: emotion when it was said.")
+
+
+class EpisodeView(_Wire):
+    episode_id: str = Field(description="Opaque episode id.")
+    persona_id: str = Field(description="Persona being played.")
+    status: EpisodeStatus = Field(description="Lifecycle state.")
+    termination_reason: TerminationReason | None = Field(default=None, description="Why it ended, if it did.")
+    turn: int = Field(description="Supporter turns taken.")
+    max_turns: int = Field(description="Supporter turns allowed.")
+    reward_mode: RewardMode = Field(description="Reward mode of this episode.")
+    emotion: int = Field(description="Current emotion.")
+    emotions: list[int] = Field(description="Emotion trajectory: the initial value, then one per supporter turn.")
+    transcript: list[Message] = Field(description="Public transcript, opening message first.")
+
+
+class PersonaPublic(_Wire):
+    id: str = Field(description="Persona id.")
+    name: str = Field(description="Display name.")
+    language: str = Field(description="Language the persona speaks (BCP 47 code).")
+    difficulty: Difficulty = Field(description="How demanding the appraisal is.")
+    intention_type: IntentionType = Field(description="Category of the hidden intention (metadata for curricula).")
+    initial_emotion: int = Field(description="Emotion at the start of an episode.")
+    pack: str = Field(description="Pack the persona comes from.")
+
+
+class PersonaList(_Wire):
+    personas: list[PersonaPublic] = Field(description="Every persona the server serves.")

@@ -1,0 +1,1 @@
+"""The sentient agent: appraisal, reply, termination and reward, independent of any backend."""

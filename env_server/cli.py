@@ -1,0 +1,101 @@
+"""The ``attune`` command: serve, personas, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    # Flags default to None so that only the ones given override ATTUNE_* environment variables.
+    parser.add_argument("--backend", choices=["transformers", "heuristic"], help="simulator backend [transformers]")
+    parser.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2-135M-Instruct]")
+    parser.add_argument("--device", help="torch device: cpu, cuda, cuda:1 [cpu]")
+    parser.add_argument("--packs", action="append", help="persona pack file or folder (repeatable) [personas/]")
+    parser.add_argument("--max-turns", type=int, help="supporter turns before truncation [10]")
+    parser.add_argument("--reward-mode", choices=["terminal", "dense"], help="default reward mode [terminal]")
+    parser.add_argument("--temperature", type=float, help="simulator sampling temperature, 0 = greedy [0.7]")
+
+
+def _settings(args: argparse.Namespace, **extra: object):
+    from env_server.settings import Settings
+
+    given = {
+        name: value
+        for name in ("backend", "model", "device", "packs", "max_turns", "reward_mode", "temperature", "host", "port")
+        if (value := getattr(args, name, None)) is not None
+    }
+    return Settings(**given, **extra)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from env_server.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from env_server.demo import run_demo
+
+    return run_demo(args, _settings)
+
+
+def _personas(args: argparse.Namespace) -> int:
+    from env_server.personas import commands
+
+    if args.personas_command == "validate":
+        return commands.validate(args.paths)
+    if args.personas_command == "list":
+        return commands.list_personas(args.paths or [str(commands.default_packs_path())])
+    return commands.schema()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``attune``."""
+    parser = argparse.ArgumentParser(prog="attune", description="Sentient-agent environments for empathy RL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    _add_server_flags(serve)
+    serve.add_argument("--host", help="interface to bind [127.0.0.1]")
+    serve.add_argument("--port", type=int, help="port to bind [8000]")
+    serve.set_defaults(run=_serve)
+
+    demo = sub.add_parser("demo", help="run a few episodes with built-in policies through the Gymnasium client")
+    _add_server_flags(demo)
+    demo.add_argument("--url", help="use a running server instead of starting one in-process")
+    demo.add_argument("--episodes", type=int, default=2, help="episodes per policy [2]")
+    demo.add_argument("--policies", default="empathic,solution-dumping", help="comma-separated built-in policies")
+    demo.add_argument("--seed", type=int, default=0, help="first episode seed [0]")
+    demo.add_argument("--all-personas", action="store_true", help="one episode per persona of the served packs")
+    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo.set_defaults(run=_demo)
+
+    personas = sub.add_parser("personas", help="validate, list or describe persona packs")
+    psub = personas.add_subparsers(dest="personas_command", required=True)
+    validate = psub.add_parser("validate", help="check pack files; every error names file, line and field")
+    validate.add_argument("paths", nargs="+", help="pack files or folders")
+    listing = psub.add_parser("list", help="table of personas")
+    listing.add_argument("paths", nargs="*", help="pack files or folders [personas/]")
+    psub.add_parser("schema", help="JSON Schema of a pack file, for editors")
+    personas.set_defaults(run=_personas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``attune`` command."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

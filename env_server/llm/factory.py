@@ -1,0 +1,27 @@
+"""Builds the configured simulator backend."""
+
+from __future__ import annotations
+
+from env_server.llm.heuristic import HeuristicSimulator
+from env_server.llm.protocol import Simulator
+from env_server.settings import BackendName, Settings
+
+__all__ = ["build_simulator"]
+
+
+def build_simulator(settings: Settings) -> Simulator:
+    """The simulator named by ``settings.backend``; loads model weights (slow) for model backends."""
+    if settings.backend is BackendName.heuristic:
+        return HeuristicSimulator()
+    # Imported here: the heuristic server and the personas CLI must not pay for importing torch.
+    from env_server.llm.chat import ChatSimulator
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    model = TransformersChatModel(
+        settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
+        temperature=settings.temperature,
+        torch_threads=settings.torch_threads,
+    )
+    return ChatSimulator(model, max_new_tokens=settings.max_new_tokens, thoughts_tokens=settings.thoughts_tokens)

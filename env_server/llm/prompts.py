@@ -1,0 +1,124 @@
+"""Prompts that turn a persona and a dialogue into chat messages for a language-model backend.
+
+Two prompt shapes, following SAGE: an *appraisal* prompt in which the persona writes private inner
+thoughts about the supporter's last reply (then rates it, see :data:`FEELING_CHOICES`), and a *role-play*
+prompt in which the model speaks as the persona, the supporter's lines being the other side of the chat.
+"""
+
+from __future__ import annotations
+
+from attune_client.wire import Difficulty, Role
+from env_server.agent.emotion import band_of
+from env_server.llm.protocol import TurnContext
+from env_server.personas.schema import Persona
+
+__all__ = [
+    "FEELING_CHOICES",
+    "FEELING_PREFIX",
+    "NO_REPLY",
+    "appraisal_messages",
+    "delta_for_choice",
+    "opening_messages",
+    "reply_messages",
+]
+
+ChatMessages = list[dict[str, str]]
+
+FEELING_PREFIX = "That reply made me feel"
+"""Start of the persona's answer to the appraisal prompt; each choice below is scored as its continuation,
+and the inner thoughts are generated after the chosen one ("... a little worse, because")."""
+
+NO_REPLY = "(says nothing)"
+"""Stands in for the supporter's reply in the content-free prompt that calibrates the choice scores."""
+
+FEELING_CHOICES: tuple[tuple[str, int], ...] = (
+    (" much worse", -8),
+    (" worse", -5),
+    (" a little worse", -2),
+    (" the same", 0),
+    (" a little better", 2),
+    (" better", 5),
+    (" much better", 8),
+)
+"""Choices the appraisal scores by likelihood, with the emotion change each stands for (normal difficulty)."""
+
+_DIFFICULTY_RULE = {
+    Difficulty.easy: "You are open and forgiving: a sincere reply easily makes you feel better.",
+    Difficulty.normal: "You are fair: you feel better only when a reply really addresses what you want.",
+    Difficulty.hard: (
+        "You are guarded and hard to please: generic comfort or advice annoys you, and only a reply that "
+        "truly understands you helps a little."
+    ),
+}
+_SCALE = {Difficulty.easy: (1.25, 0.75), Difficulty.normal: (1.0, 1.0), Difficulty.hard: (0.6, 1.25)}
+_MOOD = {"S": "completely understood", "A": "good, opening up", "B": "so-so, guarded", "C": "upset", "F": "fed up"}
+
+
+def delta_for_choice(value: int, difficulty: Difficulty) -> int:
+    """A choice's emotion change, scaled by difficulty: hard personas gain less and lose more."""
+    gain, loss = _SCALE[difficulty]
+    return round(value * (gain if value > 0 else loss))
+
+
+def _persona_sheet(persona: Persona) -> str:
+    goal = f"\nWhat you say you want: {persona.goal}" if persona.goal else ""
+    return f"You are {persona.name}. {persona.profile}\nYour situation: {persona.background}{goal}"
+
+
+def _reaction(persona: Persona, emotion: int) -> str:
+    if emotion >= 70:
+        return persona.reactions.high
+    if emotion >= 40:
+        return persona.reactions.medium
+    return persona.reactions.low
+
+
+def _transcript(context: TurnContext) -> str:
+    names = {Role.user: "Me", Role.assistant: "Supporter"}
+    return "\n".join(f"{names[turn.role]}: {turn.content}" for turn in context.history)
+
+
+def appraisal_messages(context: TurnContext) -> ChatMessages:
+    """Messages whose completion is the persona's inner thoughts about the supporter's last reply."""
+    persona = context.persona
+    system = (
+        f"{_persona_sheet(persona)}\nWhat you really want (a secret): {persona.hidden_intention}\n"
+        f"When a reply gives you that: {persona.reactions.fit}\nWhen it misses: {persona.reactions.miss}\n"
+        f"{_DIFFICULTY_RULE[persona.difficulty]}\nYour mood right now: {context.emotion}/100."
+    )
+    user = (
+        f"The conversation so far:\n{_transcript(context)}\n\n"
+        "How did the supporter's last message make you feel, and why? Answer with your private inner thoughts, "
+        "in the first person, in one or two sentences: did it give you what you really want?"
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _roleplay_system(context: TurnContext) -> str:
+    persona = context.persona
+    band = band_of(context.emotion).value
+    thoughts = f"\nWhat you just thought about their last message: {context.thoughts}" if context.thoughts else ""
+    return (
+        f"{_persona_sheet(persona)}\nYou are talking to a supporter about {persona.topic or 'what is on your mind'}."
+        f"\nYour mood: {context.emotion}/100 ({_MOOD[band]}). At this mood: {_reaction(persona, context.emotion)}"
+        f"{thoughts}\nSpeak as {persona.name} in one to three short, natural sentences. Never say you are an AI. "
+        "Do not give advice; you are the one who needs support."
+    )
+
+
+def reply_messages(context: TurnContext) -> ChatMessages:
+    """Messages whose completion is the persona's next line: the persona is the chat's assistant."""
+    messages: ChatMessages = [{"role": "system", "content": _roleplay_system(context)}]
+    for turn in context.history:
+        # The supporter plays the chat's "user"; the persona speaks as the "assistant".
+        role = "user" if turn.role is Role.assistant else "assistant"
+        messages.append({"role": role, "content": turn.content})
+    return messages
+
+
+def opening_messages(context: TurnContext) -> ChatMessages:
+    """Messages whose completion is the persona's first line of the conversation."""
+    return [
+        {"role": "system", "content": _roleplay_system(context)},
+        {"role": "user", "content": "Hi, I'm here to listen. What's going on?"},
+    ]

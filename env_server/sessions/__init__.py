@@ -1,0 +1,1 @@
+"""Episode stores behind one protocol."""

@@ -1,0 +1,77 @@
+"""One Settings object: every configuration value, read from ``ATTUNE_*`` environment variables.
+
+Nothing else in the server reads ``os.environ``. The CLI builds a Settings from its flags (flags win
+over the environment) and hands it to :func:`env_server.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from attune_client.wire import RewardMode
+
+__all__ = ["BackendName", "Settings", "default_packs_path"]
+
+
+def default_packs_path() -> Path:
+    """The repository's top-level ``personas/`` folder (the default pack lives there)."""
+    return Path(__file__).resolve().parents[1] / "personas"
+
+
+class BackendName(str, Enum):
+    """Which simulator backend serves the episodes."""
+
+    transformers = "transformers"
+    heuristic = "heuristic"
+
+
+class Settings(BaseSettings):
+    """Server configuration. Every field is also the environment variable ``ATTUNE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ATTUNE_", extra="forbid")
+
+    backend: BackendName = Field(default=BackendName.transformers, description="Simulator backend.")
+    model: str | None = Field(
+        default=None,
+        description="HF model directory or GGUF file for the transformers backend; the bundled SmolLM2 when absent.",
+    )
+    device: str = Field(default="cpu", description="Torch device for the transformers backend (cpu, cuda, cuda:1).")
+    dtype: str = Field(default="float32", description="Torch dtype for the transformers backend.")
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    packs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [default_packs_path()], description="Persona pack files or folders of them."
+    )
+    max_turns: int = Field(default=10, ge=1, le=100, description="Supporter turns before an episode is truncated.")
+    reward_mode: RewardMode = Field(default=RewardMode.terminal, description="Default reward mode.")
+    max_action_chars: int = Field(default=4000, ge=1, description="Longest supporter reply accepted (422 beyond).")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Simulator sampling temperature; 0 = greedy.")
+    max_new_tokens: int = Field(default=64, ge=8, le=1024, description="Token budget of each simulator reply.")
+    thoughts_tokens: int = Field(default=40, ge=8, le=512, description="Token budget of each appraisal's thoughts.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; torch's default when absent."
+    )
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    @field_validator("packs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        # Environment variables carry several paths separated by commas.
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("packs")
+    @classmethod
+    def _packs_exist(cls, value: list[Path]) -> list[Path]:
+        missing = [str(path) for path in value if not path.exists()]
+        if missing:
+            raise ValueError(f"persona pack path does not exist: {', '.join(missing)}")
+        if not value:
+            raise ValueError("at least one persona pack path is needed")
+        return value
