@@ -56,6 +56,10 @@ def _personas(args: argparse.Namespace) -> int:
         return commands.validate(args.paths)
     if args.personas_command == "list":
         return commands.list_personas(args.paths or [str(commands.default_packs_path())])
+    if args.personas_command == "import":
+        from env_server.personas.importers import import_command
+
+        return import_command(args.format, args.input, args.output)
     return commands.schema()
 
 
@@ -87,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = psub.add_parser("list", help="table of personas")
     listing.add_argument("paths", nargs="*", help="pack files or folders [personas/]")
     psub.add_parser("schema", help="JSON Schema of a pack file, for editors")
+    importer = psub.add_parser("import", help="turn SAGE or RLVER profile JSONL into a pack")
+    importer.add_argument("--format", required=True, choices=["sage", "rlver"], help="source format")
+    importer.add_argument("input", help="profile file (JSONL)")
+    importer.add_argument("-o", "--output", required=True, help="pack file to write (YAML)")
     personas.set_defaults(run=_personas)
     return parser
 

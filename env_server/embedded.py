@@ -15,12 +15,12 @@ from fastapi import FastAPI
 __all__ = ["serve_in_thread", "wait_ready"]
 
 
-def wait_ready(url: str, timeout: float = 300.0) -> None:
+def wait_ready(url: str, timeout: float = 300.0, headers: dict[str, str] | None = None) -> None:
     """Poll ``/readyz`` until the server is ready; raise with the server's reason after ``timeout`` seconds."""
     deadline, reason = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{url}/readyz", timeout=5)
+            response = httpx.get(f"{url}/readyz", timeout=5, headers=headers)
             if response.status_code == 200:
                 return
             reason = response.text
@@ -33,7 +33,9 @@ def wait_ready(url: str, timeout: float = 300.0) -> None:
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", ready_timeout: float = 300.0) -> Iterator[str]:
+def serve_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", ready_timeout: float = 300.0, ready_headers: dict[str, str] | None = None
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free port; yields the base URL once ``/readyz`` answers 200."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,7 +45,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", ready_timeout: float 
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="attune-server")
     thread.start()
     try:
-        wait_ready(url, ready_timeout)
+        wait_ready(url, ready_timeout, ready_headers)
         yield url
     finally:
         server.should_exit = True

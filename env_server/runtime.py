@@ -14,6 +14,7 @@ from env_server.errors import BackendUnavailable
 from env_server.llm.factory import build_simulator
 from env_server.llm.heuristic import HeuristicSimulator
 from env_server.llm.protocol import Simulator
+from env_server.metrics import Metrics
 from env_server.personas.loader import PersonaCatalog
 from env_server.service import EpisodeService
 from env_server.sessions.protocol import EpisodeStore
@@ -31,6 +32,7 @@ class Runtime:
     settings: Settings
     catalog: PersonaCatalog
     store: EpisodeStore
+    metrics: Metrics = field(default_factory=Metrics)
     simulator: Simulator | None = None
     load_error: str | None = None
     _service: EpisodeService | None = field(default=None, repr=False)
@@ -43,7 +45,9 @@ class Runtime:
             log.exception("simulator failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        self._service = EpisodeService(self.settings, self.catalog, self.simulator, self.store, HeuristicSimulator())
+        self._service = EpisodeService(
+            self.settings, self.catalog, self.simulator, self.store, HeuristicSimulator(), self.metrics
+        )
         log.info("ready: %s simulator, %d personas", self.simulator.name, len(self.catalog))
 
     @property

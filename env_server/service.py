@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+from prometheus_client import Histogram
+
 from attune_client.wire import (
+    AppraisalView,
     CreateEpisodeRequest,
     CreateEpisodeResponse,
+    EpisodeInternals,
     EpisodeView,
     Message,
     Role,
@@ -24,7 +29,7 @@ from attune_client.wire import (
     StepResponse,
 )
 from env_server.agent.emotion import apply_delta, clamp_delta
-from env_server.agent.episode import EpisodeRecord, advance, turn_seed
+from env_server.agent.episode import EpisodeRecord, StepRecord, advance, turn_seed
 from env_server.agent.privacy import redact_private
 from env_server.errors import (
     ActionEmpty,
@@ -37,6 +42,7 @@ from env_server.errors import (
     RequestConflict,
 )
 from env_server.llm.protocol import Appraisal, Simulator, Turn, TurnContext
+from env_server.metrics import Metrics
 from env_server.personas.loader import PersonaCatalog
 from env_server.personas.schema import Persona
 from env_server.sessions.protocol import EpisodeStore
@@ -48,8 +54,9 @@ log = logging.getLogger("attune.service")
 
 
 @asynccontextmanager
-async def backend_boundary(backend: str) -> AsyncIterator[None]:
-    """Turn whatever escapes a simulator call into one typed 503."""
+async def backend_boundary(backend: str, timer: Histogram | None = None) -> AsyncIterator[None]:
+    """Turn whatever escapes a simulator call into one typed 503; time the call when given a timer."""
+    started = time.perf_counter()
     try:
         yield
     except AttuneServerError:
@@ -57,6 +64,9 @@ async def backend_boundary(backend: str) -> AsyncIterator[None]:
     except Exception as exc:
         log.exception("simulator backend %s failed", backend)
         raise BackendUnavailable(f"{backend} backend failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
 
 
 class EpisodeService:
@@ -69,14 +79,15 @@ class EpisodeService:
         simulator: Simulator,
         store: EpisodeStore,
         fallback: Simulator,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.catalog = catalog
         self.simulator = simulator
         self.store = store
         self.fallback = fallback
         """Writes a reply when the model's own one had to be withheld entirely (see :meth:`_public_text`)."""
-        self.redactions = 0
 
     def persona(self, persona_id: str) -> Persona:
         """A loaded persona, or PersonaNotFound."""
@@ -94,11 +105,11 @@ class EpisodeService:
         )
         opening = persona.opening
         if not opening:
-            async with backend_boundary(self.simulator.name):
+            async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("opening")):
                 opening = await self.simulator.opening(context)
             opening = await self._public_text(opening, context, private=[])
         record = EpisodeRecord(
-            episode_id=uuid.uuid4().hex,
+            episode_id=_new_id(),
             persona_id=persona.id,
             seed=seed,
             max_turns=request.options.max_turns or self.settings.max_turns,
@@ -108,8 +119,22 @@ class EpisodeService:
             emotions=[persona.initial_emotion],
             owner=owner,
         )
-        await self.store.create(record)
-        return CreateEpisodeResponse(episode_id=record.episode_id, observation=opening, info=record.info())
+        group = [record, *_copies(record, request.n - 1)]
+        await self.store.create_many(group)
+        self.metrics.episodes_created.inc(len(group))
+        return CreateEpisodeResponse(
+            episode_id=record.episode_id,
+            episode_ids=[member.episode_id for member in group],
+            observation=opening,
+            info=record.info(),
+        )
+
+    async def fork(self, episode_id: str, n: int, owner: str | None = None) -> list[str]:
+        """``n`` new episodes with this one's committed state (persona, transcript, emotion, seed); no model call."""
+        copies = _copies(await self._owned(episode_id, owner), n)
+        await self.store.create_many(copies)
+        self.metrics.episodes_created.inc(n)
+        return [copy.episode_id for copy in copies]
 
     def check_action(self, action: str) -> None:
         """Reject blank or over-long supporter replies before touching the episode."""
@@ -121,6 +146,7 @@ class EpisodeService:
     async def step(self, episode_id: str, request: StepRequest, owner: str | None = None) -> StepResponse:
         """Apply one supporter reply; a retried request id replays the stored result."""
         self.check_action(request.action)
+        started = time.perf_counter()
         async with self.store.lease(episode_id):
             record = await self._owned(episode_id, owner)
             if request.request_id is not None and (done := record.step_for(request.request_id)) is not None:
@@ -132,6 +158,8 @@ class EpisodeService:
             appraisal, reply = await self._simulate(record, request.action)
             updated, step = advance(record, request.action, appraisal, reply, request.request_id or uuid.uuid4().hex)
             await self.store.save(updated)
+        self.metrics.steps.labels("applied").inc()
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
         return _response(step)
 
     async def _simulate(self, record: EpisodeRecord, action: str) -> tuple[Appraisal, str]:
@@ -144,9 +172,11 @@ class EpisodeService:
             turn=turn,
             seed=turn_seed(record.seed, turn, "appraise"),
         )
-        async with backend_boundary(self.simulator.name):
+        async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("appraise")):
             appraisal = await self.simulator.appraise(context)
         appraisal = replace(appraisal, delta=clamp_delta(appraisal.delta))
+        if appraisal.fallback:
+            self.metrics.appraisal_fallbacks.inc()
         reply_context = replace(
             context,
             emotion=apply_delta(record.emotion, appraisal.delta),
@@ -154,7 +184,7 @@ class EpisodeService:
             delta=appraisal.delta,
             seed=turn_seed(record.seed, turn, "reply"),
         )
-        async with backend_boundary(self.simulator.name):
+        async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("reply")):
             reply = await self.simulator.reply(reply_context)
         reply = await self._public_text(reply, reply_context, private=[appraisal.thoughts])
         return appraisal, reply
@@ -163,7 +193,7 @@ class EpisodeService:
         """Text the policy may see: no copied hidden intention or thoughts, never empty."""
         cleaned, redacted = redact_private(text, [context.persona.hidden_intention, *private])
         if redacted:
-            self.redactions += 1
+            self.metrics.redactions.inc()
             log.warning("withheld private text from a %s reply (persona %s)", self.simulator.name, context.persona.id)
         if not cleaned:
             make = self.fallback.reply if context.history else self.fallback.opening
@@ -181,13 +211,32 @@ class EpisodeService:
         """Public transcript and emotion trajectory."""
         return (await self._owned(episode_id, owner)).view()
 
+    async def internals(self, episode_id: str) -> EpisodeInternals:
+        """Privileged view for operators: hidden intention and every appraisal. Callers check the admin key."""
+        record = await self.store.get(episode_id)
+        return EpisodeInternals(
+            **record.view().model_dump(),
+            hidden_intention=self.persona(record.persona_id).hidden_intention,
+            seed=record.seed,
+            appraisals=[AppraisalView(**appraisal.model_dump()) for appraisal in record.appraisals],
+        )
+
     async def delete(self, episode_id: str, owner: str | None = None) -> None:
         """Forget an episode."""
         await self._owned(episode_id, owner)
         await self.store.delete(episode_id)
 
 
-def _response(step) -> StepResponse:
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _copies(record: EpisodeRecord, n: int) -> list[EpisodeRecord]:
+    # The seed is copied too: every copy samples exactly as the original would from this state.
+    return [record.model_copy(update={"episode_id": _new_id()}, deep=True) for _ in range(n)]
+
+
+def _response(step: StepRecord) -> StepResponse:
     return StepResponse(
         observation=step.observation,
         reward=step.reward,

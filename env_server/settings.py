@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from attune_client.wire import RewardMode
@@ -21,6 +21,9 @@ __all__ = ["BackendName", "Settings", "default_packs_path"]
 def default_packs_path() -> Path:
     """The repository's top-level ``personas/`` folder (the default pack lives there)."""
     return Path(__file__).resolve().parents[1] / "personas"
+
+
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "test", "example"}
 
 
 class BackendName(str, Enum):
@@ -57,6 +60,49 @@ class Settings(BaseSettings):
         default=None, ge=1, description="torch intra-op threads; torch's default when absent."
     )
     log_level: str = Field(default="info", description="Log level of the server.")
+    store: str = Field(
+        default="memory", description="Episode store: 'memory' or a Redis URL such as redis://127.0.0.1:6379/0."
+    )
+    episode_ttl_s: int = Field(
+        default=3600, ge=1, description="Seconds an unused episode is kept; every use refreshes it."
+    )
+    step_lease_s: float = Field(
+        default=120, gt=0, description="Longest a step may hold its episode; a crashed server's lease expires after it."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer keys that may use the API (comma-separated); empty = no auth."
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer keys that may also read episode internals (comma-separated)."
+    )
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _keys_are_real(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            secret = key.get_secret_value()
+            if len(secret) < 16 or secret.lower() in _PLACEHOLDER_KEYS:
+                raise ValueError("API keys must be at least 16 characters and not a placeholder")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("store must be 'memory' or a redis:// URL")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need a bearer key."""
+        return bool(self.api_keys or self.admin_keys)
 
     @field_validator("packs", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium
 from gymnasium import logger
+from gymnasium.utils import seeding
 
 from attune_client.errors import AttuneError, EpisodeNotFoundError, ResetNeeded
 from attune_client.http import DEFAULT_BASE_URL, AttuneClient
@@ -38,6 +39,11 @@ class AttuneEnv(gymnasium.Env[str, str]):
     ``delta``, ``band``, ``turn``, ``max_turns``, ``status``, ``termination_reason``). The reset info
     also holds ``episode_id``; step infos do not, so that two runs with the same seed and actions
     return equal infos (Gymnasium's determinism check compares them). Use :attr:`episode_id`.
+
+    GRPO groups: :meth:`fork` branches the current episode into new envs that share its state, so a
+    group of ``n`` rollouts from one opening is ``env.reset(seed=s); members = [env, *env.fork(n - 1)]``;
+    forking later branches mid-dialogue. Without envs, ``client.create_episode(seed=s, n=n)`` creates
+    the ``n`` episodes at once (their ids are in ``episode_ids``).
 
     Example:
         >>> env = gymnasium.make("Attune-v0", base_url="http://127.0.0.1:8000")  # doctest: +SKIP
@@ -160,6 +166,41 @@ class AttuneEnv(gymnasium.Env[str, str]):
         info = response.info.model_dump(mode="json")
         return self._clip(response.observation), float(response.reward), response.terminated, response.truncated, info
 
+    def fork(self, n: int = 1) -> list[AttuneEnv]:
+        """Branch the current episode into ``n`` new envs, each on its own server-side copy of it.
+
+        The server copies the episode as it stands (persona, transcript, emotion, seed; no model call).
+        Each returned env is positioned on one copy, with its :attr:`episode_id` and a copy of this env's
+        :attr:`transcript` (the latest observation included), so :meth:`step` works on it at once,
+        without a reset. Steps on one env leave this env and the other copies unchanged. A fork's
+        :meth:`reset` starts a fresh episode as usual, and its :meth:`close` deletes only its own episode.
+
+        The forks share this env's client and never close it, so close them before closing an env that
+        created its client. They are bare :class:`AttuneEnv` objects (no wrappers, even when this env
+        came from ``gymnasium.make``: call ``env.unwrapped.fork()``), with this env's constructor settings
+        and render mode; each gets its own random generator, drawn from this env's, so the unseeded
+        resets of a seeded env's forks are reproducible and differ between forks.
+
+        Args:
+            n: How many forks to make (1 to 64); 0 makes none without contacting the server.
+
+        Returns:
+            The new envs, in the order of the server's ``episode_ids``.
+
+        Raises:
+            ResetNeeded: There is no current episode.
+            ValueError: ``n`` is negative.
+            AttuneError: The server refused (e.g. ``EpisodeNotFoundError`` if the episode expired) or
+                could not be reached.
+        """
+        if self._episode_id is None:
+            raise ResetNeeded("AttuneEnv.fork() called with no current episode; call reset() first")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:  # keeps [env, *env.fork(size - 1)] valid for a group of one
+            return []
+        return [self._branch(episode_id) for episode_id in self._client.fork(self._episode_id, n)]
+
     def render(self) -> str | None:
         """Return the transcript as text in ``ansi`` mode; ``None`` otherwise (``human`` prints as it goes)."""
         if self.render_mode != "ansi":
@@ -194,6 +235,19 @@ class AttuneEnv(gymnasium.Env[str, str]):
             return
         with contextlib.suppress(EpisodeNotFoundError):  # already expired or deleted: nothing left to free
             self._client.delete_episode(episode_id)
+
+    def _branch(self, episode_id: str) -> AttuneEnv:
+        branch = AttuneEnv(
+            client=self._client,  # passed in, so the branch does not own it and its close() leaves it open
+            max_observation_chars=self.observation_space.max_length,
+            max_action_chars=self.action_space.max_length,
+            render_mode=self.render_mode,
+            **self._defaults,
+        )
+        branch._episode_id = episode_id
+        branch._transcript = list(self._transcript)
+        branch.np_random, _ = seeding.np_random(int(self.np_random.integers(0, _MAX_SEED)))
+        return branch
 
     def _add_message(self, role: Role, content: str) -> None:
         self._transcript.append((role.value, content))

@@ -8,8 +8,9 @@ whether to repeat it; :func:`_finish` turns the last outcome into a parsed value
 Retries cover failures that leave the server unchanged or that a repeat cannot harm: connection
 errors, timeouts and 503 ``backend_unavailable``, with exponential backoff. ``step`` is safe to repeat
 because it carries a ``request_id`` (generated once per call when not given) that the server uses to
-replay the first result; ``create_episode`` has no such key, so it is repeated only after errors that
-mean the request never reached the server.
+replay the first result; ``create_episode`` and ``fork`` have no such key, so they are repeated only after
+errors that mean the request never reached the server (or a 503, which the server answers before changing
+anything).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import httpx
 from attune_client.errors import AttuneError, ServerError, TransportError, error_from_response
 from attune_client.wire import (
     CreateEpisodeResponse,
+    EpisodeInternals,
     EpisodeView,
+    ForkResponse,
     PersonaList,
     PersonaPublic,
     RewardMode,
@@ -86,7 +89,11 @@ def _episode_path(episode_id: str) -> str:
 
 
 def _create_episode_call(
-    persona_id: str | None, seed: int | None, max_turns: int | None, reward_mode: RewardMode | str | None
+    persona_id: str | None,
+    seed: int | None,
+    max_turns: int | None,
+    reward_mode: RewardMode | str | None,
+    n: int,
 ) -> _Call[CreateEpisodeResponse]:
     body: dict[str, Any] = {}
     if persona_id is not None:
@@ -100,6 +107,8 @@ def _create_episode_call(
         options["reward_mode"] = getattr(reward_mode, "value", reward_mode)
     if options:
         body["options"] = options
+    if n != 1:
+        body["n"] = operator.index(n)
     return _Call(
         "POST",
         "/v1/episodes",
@@ -121,8 +130,23 @@ def _step_call(episode_id: str, action: str, request_id: str | None) -> _Call[St
     )
 
 
+def _fork_call(episode_id: str, n: int) -> _Call[list[str]]:
+    return _Call(
+        "POST",
+        f"{_episode_path(episode_id)}/fork",
+        lambda r: ForkResponse.model_validate_json(r.content).episode_ids,
+        json={"n": operator.index(n)},
+        retry_errors=_UNSENT_ERRORS,
+    )
+
+
 def _get_episode_call(episode_id: str) -> _Call[EpisodeView]:
     return _Call("GET", _episode_path(episode_id), lambda r: EpisodeView.model_validate_json(r.content))
+
+
+def _get_internals_call(episode_id: str) -> _Call[EpisodeInternals]:
+    path = f"{_episode_path(episode_id)}?view=internals"
+    return _Call("GET", path, lambda r: EpisodeInternals.model_validate_json(r.content))
 
 
 def _delete_episode_call(episode_id: str) -> _Call[None]:
@@ -295,19 +319,23 @@ class AttuneClient(_ClientBase):
         seed: int | None = None,
         max_turns: int | None = None,
         reward_mode: RewardMode | str | None = None,
+        n: int = 1,
     ) -> CreateEpisodeResponse:
-        """Start an episode: the simulated person's opening message and state.
+        """Start an episode, or a group of identical ones: the simulated person's opening message and state.
 
         Args:
             persona_id: Persona to play; the server chooses one from ``seed`` when ``None``.
             seed: Seeds the persona choice and the simulator's sampling; equal seeds give equal episodes.
             max_turns: Supporter turns before truncation; the server default when ``None``.
             reward_mode: ``"terminal"`` or ``"dense"``; the server default when ``None``.
+            n: How many identical episodes to create (a GRPO group, 1 to 64): same persona, seed and
+                opening, each stepped independently. Sent only when not 1.
 
         Returns:
-            The new episode's id, opening observation and info.
+            The new episodes' ids (``episode_ids``, all ``n``; ``episode_id`` is the first), the opening
+            observation and info they share.
         """
-        return self._send(_create_episode_call(persona_id, seed, max_turns, reward_mode))
+        return self._send(_create_episode_call(persona_id, seed, max_turns, reward_mode, n))
 
     def step(self, episode_id: str, action: str, request_id: str | None = None) -> StepResponse:
         """Send the supporter's reply and get what the simulated person says next.
@@ -322,6 +350,22 @@ class AttuneClient(_ClientBase):
         """
         return self._send(_step_call(episode_id, action, request_id))
 
+    def fork(self, episode_id: str, n: int = 1) -> list[str]:
+        """Copy an episode's current state into ``n`` new episodes, e.g. to branch a GRPO group mid-dialogue.
+
+        The copies share the persona, transcript, emotion and seed, and are independent from then on.
+        The server makes no model call. Like :meth:`create_episode`, a fork is not idempotent, so it is
+        repeated only after errors that mean the request never reached the server.
+
+        Args:
+            episode_id: The episode to copy; it is left unchanged.
+            n: How many copies to make (1 to 64).
+
+        Returns:
+            The new episodes' ids.
+        """
+        return self._send(_fork_call(episode_id, n))
+
     def get_episode(self, episode_id: str) -> EpisodeView:
         """Fetch an episode's state and public transcript.
 
@@ -332,6 +376,23 @@ class AttuneClient(_ClientBase):
             The episode's current view.
         """
         return self._send(_get_episode_call(episode_id))
+
+    def get_internals(self, episode_id: str) -> EpisodeInternals:
+        """Fetch an episode with its hidden state: the hidden intention, seed and every appraisal.
+
+        Needs an admin key when the server has keys configured (a server without keys serves it to all).
+        Meant for inspection and evaluation, never for the policy: it reveals what the person hides.
+
+        Args:
+            episode_id: The episode.
+
+        Returns:
+            The episode's view plus ``hidden_intention``, ``seed`` and ``appraisals``.
+
+        Raises:
+            PermissionDeniedError: The API key is not an admin key.
+        """
+        return self._send(_get_internals_call(episode_id))
 
     def delete_episode(self, episode_id: str) -> None:
         """Delete an episode, freeing it on the server.
@@ -446,6 +507,7 @@ class AsyncAttuneClient(_ClientBase):
         seed: int | None = None,
         max_turns: int | None = None,
         reward_mode: RewardMode | str | None = None,
+        n: int = 1,
     ) -> CreateEpisodeResponse:
         """Start an episode; see :meth:`AttuneClient.create_episode`.
 
@@ -454,11 +516,12 @@ class AsyncAttuneClient(_ClientBase):
             seed: Seeds the persona choice and the simulator's sampling.
             max_turns: Supporter turns before truncation; the server default when ``None``.
             reward_mode: ``"terminal"`` or ``"dense"``; the server default when ``None``.
+            n: How many identical episodes to create (a GRPO group); sent only when not 1.
 
         Returns:
-            The new episode's id, opening observation and info.
+            The new episodes' ids (``episode_ids``; ``episode_id`` is the first), opening observation and info.
         """
-        return await self._send(_create_episode_call(persona_id, seed, max_turns, reward_mode))
+        return await self._send(_create_episode_call(persona_id, seed, max_turns, reward_mode, n))
 
     async def step(self, episode_id: str, action: str, request_id: str | None = None) -> StepResponse:
         """Send the supporter's reply; see :meth:`AttuneClient.step`.
@@ -473,6 +536,18 @@ class AsyncAttuneClient(_ClientBase):
         """
         return await self._send(_step_call(episode_id, action, request_id))
 
+    async def fork(self, episode_id: str, n: int = 1) -> list[str]:
+        """Copy an episode's current state into ``n`` new episodes; see :meth:`AttuneClient.fork`.
+
+        Args:
+            episode_id: The episode to copy; it is left unchanged.
+            n: How many copies to make (1 to 64).
+
+        Returns:
+            The new episodes' ids.
+        """
+        return await self._send(_fork_call(episode_id, n))
+
     async def get_episode(self, episode_id: str) -> EpisodeView:
         """Fetch an episode's state and public transcript.
 
@@ -483,6 +558,20 @@ class AsyncAttuneClient(_ClientBase):
             The episode's current view.
         """
         return await self._send(_get_episode_call(episode_id))
+
+    async def get_internals(self, episode_id: str) -> EpisodeInternals:
+        """Fetch an episode with its hidden state; see :meth:`AttuneClient.get_internals`.
+
+        Args:
+            episode_id: The episode.
+
+        Returns:
+            The episode's view plus ``hidden_intention``, ``seed`` and ``appraisals``.
+
+        Raises:
+            PermissionDeniedError: The API key is not an admin key.
+        """
+        return await self._send(_get_internals_call(episode_id))
 
     async def delete_episode(self, episode_id: str) -> None:
         """Delete an episode, freeing it on the server.

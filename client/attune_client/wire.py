@@ -12,16 +12,20 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AppraisalView",
     "Band",
     "CreateEpisodeRequest",
     "CreateEpisodeResponse",
     "Difficulty",
+    "EpisodeInternals",
     "EpisodeOptions",
     "EpisodeStatus",
     "EpisodeView",
     "ErrorBody",
     "ErrorCode",
     "ErrorDetail",
+    "ForkRequest",
+    "ForkResponse",
     "IntentionType",
     "Message",
     "PersonaList",
@@ -141,6 +145,9 @@ class CreateEpisodeRequest(_Wire):
         default=None, ge=0, le=2**63 - 1, description="Seeds persona choice and the simulator's sampling."
     )
     options: EpisodeOptions = Field(default_factory=EpisodeOptions, description="Per-episode overrides.")
+    n: int = Field(
+        default=1, ge=1, le=64, description="Identical episodes to create (a GRPO group): same persona and opening."
+    )
 
 
 class StepInfo(_Wire):
@@ -155,9 +162,18 @@ class StepInfo(_Wire):
 
 
 class CreateEpisodeResponse(_Wire):
-    episode_id: str = Field(description="Opaque episode id.")
+    episode_id: str = Field(description="Opaque episode id (the first of ``episode_ids``).")
+    episode_ids: list[str] = Field(description="Every episode created: one, or ``n`` identical ones.")
     observation: str = Field(description="The simulated person's opening message.")
     info: StepInfo = Field(description="State after the opening (turn 0, delta 0).")
+
+
+class ForkRequest(_Wire):
+    n: int = Field(default=1, ge=1, le=64, description="Copies to make of the episode's current state.")
+
+
+class ForkResponse(_Wire):
+    episode_ids: list[str] = Field(description="The new episodes: identical state, independent from now on.")
 
 
 class StepRequest(_Wire):
@@ -192,6 +208,22 @@ class EpisodeView(_Wire):
     emotion: int = Field(description="Current emotion.")
     emotions: list[int] = Field(description="Emotion trajectory: the initial value, then one per supporter turn.")
     transcript: list[Message] = Field(description="Public transcript, opening message first.")
+
+
+class AppraisalView(_Wire):
+    turn: int = Field(description="Supporter turn appraised.")
+    thoughts: str = Field(description="The simulated person's inner thoughts about that reply.")
+    delta: int = Field(description="Emotion change applied.")
+    fallback: bool = Field(description="The change came from the heuristic fallback, not the model.")
+    signals: dict[str, float] = Field(description="What the appraiser noticed (backend-specific scores).")
+
+
+class EpisodeInternals(EpisodeView):
+    """Privileged view (admin key): the episode with its hidden intention and every appraisal."""
+
+    hidden_intention: str = Field(description="What the simulated person really wants.")
+    seed: int = Field(description="Episode seed: persona choice and simulator sampling derive from it.")
+    appraisals: list[AppraisalView] = Field(description="One per supporter turn.")
 
 
 class PersonaPublic(_Wire):

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from env_server.api.auth import ANONYMOUS, Caller
 from env_server.runtime import Runtime
 from env_server.service import EpisodeService
 
-__all__ = ["OwnerDep", "RuntimeDep", "ServiceDep"]
+__all__ = ["CallerDep", "OwnerDep", "RuntimeDep", "ServiceDep"]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -20,11 +21,17 @@ def get_service(runtime: Annotated[Runtime, Depends(get_runtime)]) -> EpisodeSer
     return runtime.service
 
 
-def get_owner(request: Request) -> str | None:
+def get_caller(request: Request) -> Caller:
+    """The authenticated caller (set by the API-key middleware)."""
+    return getattr(request.state, "caller", ANONYMOUS)
+
+
+def get_owner(caller: Annotated[Caller, Depends(get_caller)]) -> str | None:
     """Who owns the episodes this request touches: the API key's fingerprint, None when keys are off."""
-    return getattr(request.state, "owner", None)
+    return caller.owner
 
 
+CallerDep = Annotated[Caller, Depends(get_caller)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[EpisodeService, Depends(get_service)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]

@@ -15,11 +15,17 @@ class EpisodeStore(Protocol):
     """Where episodes live between requests.
 
     A step holds :meth:`lease` for its whole duration; a second step on the same episode meanwhile gets
-    :class:`~env_server.errors.EpisodeBusy`. :meth:`save` is the step's single commit point.
+    :class:`~env_server.errors.EpisodeBusy`. :meth:`save` is the step's single commit point. Every episode
+    expires ``ttl_s`` seconds after its last use (create, get or save refresh it); an expired episode is
+    :class:`~env_server.errors.EpisodeNotFound`.
     """
 
     async def create(self, record: EpisodeRecord) -> None:
         """Store a new episode."""
+        ...
+
+    async def create_many(self, records: list[EpisodeRecord]) -> None:
+        """Store several new episodes at once (a fork or a GRPO group): all or none."""
         ...
 
     async def get(self, episode_id: str) -> EpisodeRecord:

@@ -1,12 +1,14 @@
 """Client test fixtures: a fake Attune server (an ``httpx.MockTransport`` handler) and clients bound to it.
 
 The fake emulates the wire contract only (routes, status codes, error bodies, idempotent steps, seeded
-determinism), not the simulated person. Tests queue failures with :meth:`FakeServer.fail_next`. The
-tests run with ``--import-mode=importlib``, so they reach :class:`FakeServer` through fixtures.
+determinism, groups of ``n``, forks, the admin-only internals view), not the simulated person. Tests
+queue failures with :meth:`FakeServer.fail_next`. The tests run with ``--import-mode=importlib``, so
+they reach :class:`FakeServer` through fixtures.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import uuid
@@ -41,6 +43,8 @@ PERSONAS = [
     },
 ]
 PERSONA_IDS = [p["id"] for p in PERSONAS]
+HIDDEN_INTENTIONS = {p["id"]: f"{p['name']} wants to be heard before anyone offers advice." for p in PERSONAS}
+MAX_GROUP = 64  # CreateEpisodeRequest.n and ForkRequest.n allow 1..64
 
 
 def error(status: int, code: str, message: str) -> httpx.Response:
@@ -61,6 +65,7 @@ class Episode:
     status: str = "active"
     termination_reason: str | None = None
     replies: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    appraisals: list[dict[str, Any]] = field(default_factory=list)
 
     def info(self, delta: int) -> dict[str, Any]:
         emotion = self.emotions[-1]
@@ -82,8 +87,13 @@ class Episode:
 class FakeServer:
     """Callable handler for ``httpx.MockTransport``; records every request it receives."""
 
-    def __init__(self, api_key: str | None = None, opening_suffix: str = "") -> None:
+    def __init__(self, api_key: str | None = None, opening_suffix: str = "", admin_key: str | None = None) -> None:
+        """Serve without keys (everyone is admin, as on the real server), or require ``api_key`` or ``admin_key``.
+
+        Only ``admin_key`` (or no keys at all) may read ``?view=internals``; others get 403 forbidden.
+        """
         self.api_key = api_key
+        self.admin_key = admin_key
         self.opening_suffix = opening_suffix
         self.episodes: dict[str, Episode] = {}
         self.requests: list[httpx.Request] = []
@@ -109,8 +119,11 @@ class FakeServer:
         self.requests.append(request)
         if self._failures:
             return self._failures.pop(0)(request)
-        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        keys = {f"Bearer {key}" for key in (self.api_key, self.admin_key) if key is not None}
+        presented = request.headers.get("authorization")
+        if keys and presented not in keys:
             return error(401, "unauthorized", "missing or wrong API key")
+        admin = not keys or presented == f"Bearer {self.admin_key}"
         parts = [unquote(part) for part in request.url.raw_path.decode().split("?")[0].strip("/").split("/")]
         body = json.loads(request.content) if request.content else {}
         match request.method, parts:
@@ -127,10 +140,20 @@ class FakeServer:
                 return self._create(body)
             case "POST", ["v1", "episodes", episode_id, "step"]:
                 return self._step(episode_id, body)
+            case "POST", ["v1", "episodes", episode_id, "fork"]:
+                return self._fork(episode_id, body)
             case "GET", ["v1", "episodes", episode_id]:
+                view = request.url.params.get("view", "public")
+                if view not in ("public", "internals"):
+                    return error(422, "invalid_request", f"view must be 'public' or 'internals', got {view!r}")
+                if view == "internals" and not admin:  # checked before the episode, as the real server does
+                    return error(403, "forbidden", "view=internals needs an admin key")
                 if episode_id not in self.episodes:
                     return _not_found(episode_id)
-                return httpx.Response(200, json=self._view(self.episodes[episode_id]))
+                episode = self.episodes[episode_id]
+                return httpx.Response(
+                    200, json=self._internals(episode) if view == "internals" else self._view(episode)
+                )
             case "DELETE", ["v1", "episodes", episode_id]:
                 if self.episodes.pop(episode_id, None) is None:
                     return _not_found(episode_id)
@@ -147,6 +170,9 @@ class FakeServer:
         max_turns = options.get("max_turns") or 5
         if not 1 <= max_turns <= 100:
             return error(422, "invalid_request", "max_turns must be between 1 and 100")
+        n = body.get("n", 1)
+        if not 1 <= n <= MAX_GROUP:
+            return error(422, "invalid_request", f"n must be between 1 and {MAX_GROUP}")
         opening = f"[{persona_id}] I had an awful day (seed {seed}). My boss yelled at me in front of everyone."
         opening += self.opening_suffix
         initial = next(p["initial_emotion"] for p in PERSONAS if p["id"] == persona_id)
@@ -160,9 +186,33 @@ class FakeServer:
             transcript=[{"role": "user", "content": opening, "emotion": initial}],
         )
         self.episodes[episode.episode_id] = episode
+        group = [episode, *self._copies(episode, n - 1)]
         return httpx.Response(
-            201, json={"episode_id": episode.episode_id, "observation": opening, "info": episode.info(0)}
+            201,
+            json={
+                "episode_id": episode.episode_id,
+                "episode_ids": [member.episode_id for member in group],
+                "observation": opening,
+                "info": episode.info(0),
+            },
         )
+
+    def _fork(self, episode_id: str, body: dict[str, Any]) -> httpx.Response:
+        episode = self.episodes.get(episode_id)
+        if episode is None:
+            return _not_found(episode_id)
+        n = body.get("n", 1)
+        if not 1 <= n <= MAX_GROUP:
+            return error(422, "invalid_request", f"n must be between 1 and {MAX_GROUP}")
+        return httpx.Response(201, json={"episode_ids": [c.episode_id for c in self._copies(episode, n)]})
+
+    def _copies(self, episode: Episode, n: int) -> list[Episode]:
+        # Like the real server: a deep copy of everything (seed and replayable replies too) under a new id.
+        copies = [copy.deepcopy(episode) for _ in range(n)]
+        for member in copies:
+            member.episode_id = uuid.uuid4().hex
+            self.episodes[member.episode_id] = member
+        return copies
 
     def _step(self, episode_id: str, body: dict[str, Any]) -> httpx.Response:
         episode = self.episodes.get(episode_id)
@@ -186,6 +236,15 @@ class FakeServer:
         delta = emotion - episode.emotions[-1]
         episode.turn += 1
         episode.emotions.append(emotion)
+        episode.appraisals.append(
+            {
+                "turn": episode.turn,
+                "thoughts": f"They {'asked' if '?' in action else 'told'} me something.",
+                "delta": delta,
+                "fallback": False,
+                "signals": {"question": float("?" in action)},
+            }
+        )
         terminated = emotion in (0, 100)
         truncated = not terminated and episode.turn >= episode.max_turns
         if terminated:
@@ -225,6 +284,15 @@ class FakeServer:
             "emotion": episode.emotions[-1],
             "emotions": episode.emotions,
             "transcript": episode.transcript,
+        }
+
+    @classmethod
+    def _internals(cls, episode: Episode) -> dict[str, Any]:
+        return {
+            **cls._view(episode),
+            "hidden_intention": HIDDEN_INTENTIONS[episode.persona_id],
+            "seed": episode.seed,
+            "appraisals": episode.appraisals,
         }
 
 

@@ -12,7 +12,15 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import attune_client
-from attune_client import AttuneClient, AttuneEnv, EpisodeFinishedError, PersonaNotFoundError, ResetNeeded
+from attune_client import (
+    AttuneClient,
+    AttuneEnv,
+    EpisodeFinishedError,
+    EpisodeNotFoundError,
+    PersonaNotFoundError,
+    ResetNeeded,
+)
+from attune_client import env as env_module
 from attune_client.spaces import Utterance
 
 if TYPE_CHECKING:
@@ -176,6 +184,102 @@ def test_close_warns_instead_of_raising(env: AttuneEnv, server: FakeServer) -> N
     server.fail_next(403)
     with pytest.warns(UserWarning, match="could not delete"):
         env.close()
+
+
+def test_fork_before_reset(env: AttuneEnv, server: FakeServer) -> None:
+    with pytest.raises(ResetNeeded, match=r"fork\(\) called with no current episode"):
+        env.fork(2)
+    assert server.requests == []
+
+
+def test_fork_sizes(env: AttuneEnv, server: FakeServer) -> None:
+    env.reset(seed=1)
+    assert env.fork(0) == [] and len(server.requests) == 1  # a group of one: [env, *env.fork(0)]
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        env.fork(-1)
+    assert len(env.fork()) == 1 and server.bodies("POST", "/fork") == [{"n": 1}]
+
+
+def test_forks_start_where_the_parent_is_and_step_independently(env: AttuneEnv, server: FakeServer) -> None:
+    env.reset(seed=4, options={"max_turns": 4})
+    env.step(REPLY)
+    parent_transcript = env.transcript
+    forks = env.fork(3)
+    assert server.bodies("POST", "/fork") == [{"n": 3}]
+    ids = [fork.episode_id for fork in forks]
+    assert len(set(ids)) == 3 and env.episode_id not in ids and set(ids) <= set(server.episodes)
+    for fork in forks:
+        assert fork.transcript == parent_transcript and fork.client is env.client
+        assert fork.observation_space == env.observation_space and fork.action_space == env.action_space
+
+    results = [fork.step(action) for fork, action in zip(forks, ["Go on?", "Hmm.", "I see."], strict=True)]
+    assert [info["turn"] for *_, info in results] == [2, 2, 2]
+    assert [info["max_turns"] for *_, info in results] == [4, 4, 4]  # the parent's episode settings
+    assert [fork.transcript[-2] for fork in forks] == [
+        ("assistant", "Go on?"),
+        ("assistant", "Hmm."),
+        ("assistant", "I see."),
+    ]
+    assert all(fork.transcript[:3] == parent_transcript for fork in forks)
+    assert env.transcript == parent_transcript and server.episodes[env.episode_id].turn == 1
+
+    forks[0].step("And then?")
+    assert [server.episodes[i].turn for i in ids] == [3, 2, 2] and server.episodes[env.episode_id].turn == 1
+    observation, *_ = env.step(REPLY)
+    assert observation == "Turn 2: I hear you. I'm at 42 now." and [len(f.transcript) for f in forks] == [7, 5, 5]
+
+
+def test_closing_a_fork_keeps_the_shared_client_and_the_parent(
+    monkeypatch: pytest.MonkeyPatch, server: FakeServer
+) -> None:
+    # The parent creates (and so owns) its client; route that client to the fake server.
+    def owned_client(base_url: str, **kwargs: object) -> AttuneClient:
+        return AttuneClient(base_url, transport=httpx.MockTransport(server), **kwargs)
+
+    monkeypatch.setattr(env_module, "AttuneClient", owned_client)
+    parent = AttuneEnv(base_url="http://attune.test")
+    parent.reset(seed=2)
+    first, second = parent.fork(2)
+    first.close()
+    assert first.episode_id is None and parent.episode_id in server.episodes and second.episode_id in server.episodes
+    assert not parent.client._http.is_closed
+    second.step(REPLY)
+    parent.step(REPLY)
+
+    parent.close()
+    assert parent.client._http.is_closed and list(server.episodes) == [second.episode_id]
+
+
+def test_reset_on_a_fork_starts_a_fresh_episode(env: AttuneEnv, server: FakeServer) -> None:
+    env.reset(seed=3)
+    (fork,) = env.fork()
+    forked_id = fork.episode_id
+    observation, info = fork.reset(seed=9)
+    assert forked_id not in server.episodes and env.episode_id in server.episodes
+    assert info["episode_id"] == fork.episode_id != env.episode_id and "(seed 9)" in observation
+    assert fork.transcript == [("user", observation)]
+    fork.close()
+
+
+def test_forks_reset_reproducibly_and_differently(client: AttuneClient, server: FakeServer) -> None:
+    def fork_seeds() -> list[int]:
+        env = AttuneEnv(client=client)
+        env.reset(seed=11)
+        forks = env.fork(2)
+        server.requests.clear()
+        for fork in forks:
+            fork.reset()
+        return [body["seed"] for body in server.bodies("POST", "/episodes")]
+
+    first = fork_seeds()
+    assert first == fork_seeds() and first[0] != first[1]
+
+
+def test_fork_of_an_expired_episode(env: AttuneEnv, server: FakeServer) -> None:
+    env.reset(seed=1)
+    server.episodes.clear()
+    with pytest.raises(EpisodeNotFoundError):
+        env.fork(2)
 
 
 def test_make_by_id_and_module_prefix(client: AttuneClient) -> None:

@@ -18,8 +18,10 @@ from attune_client import (
     BackendUnavailableError,
     CreateEpisodeResponse,
     EpisodeFinishedError,
+    EpisodeInternals,
     EpisodeNotFoundError,
     EpisodeView,
+    PermissionDeniedError,
     PersonaNotFoundError,
     PersonaPublic,
     RewardMode,
@@ -55,6 +57,24 @@ def test_create_episode_body_carries_options(client: AttuneClient, server: FakeS
         {"persona_id": "mei-family", "seed": 7, "options": {"max_turns": 3, "reward_mode": "dense"}}
     ]
     assert created.info.persona_id == "mei-family" and created.info.max_turns == 3
+
+
+def test_create_episode_group_has_n_identical_episodes(client: AttuneClient, server: FakeServer) -> None:
+    created = client.create_episode(seed=3, n=4)
+    assert server.bodies("POST") == [{"seed": 3, "n": 4}]
+    ids = created.episode_ids
+    assert len(ids) == len(set(ids)) == 4 and ids[0] == created.episode_id
+    views = [client.get_episode(episode_id) for episode_id in ids]
+    assert {view.transcript[0].content for view in views} == {created.observation}
+    assert {view.model_dump_json(exclude={"episode_id"}) for view in views} == {
+        views[0].model_dump_json(exclude={"episode_id"})
+    }
+
+
+def test_create_episode_group_of_one_omits_n(client: AttuneClient, server: FakeServer) -> None:
+    created = client.create_episode(seed=3, n=1)
+    assert server.bodies("POST") == [{"seed": 3}]
+    assert created.episode_ids == [created.episode_id]
 
 
 def test_numpy_seed_is_sent_as_int(client: AttuneClient, server: FakeServer) -> None:
@@ -129,6 +149,79 @@ def test_create_episode_retries_only_unsent_errors(client: AttuneClient, server:
     with pytest.raises(TransportError, match="ReadTimeout"):
         client.create_episode(seed=3)
     assert len(server.requests) == 1
+
+
+def test_fork_copies_the_state_and_steps_stay_independent(client: AttuneClient, server: FakeServer) -> None:
+    original = client.create_episode(seed=5).episode_id
+    client.step(original, "What happened today?")
+    forks = client.fork(original, n=2)
+    assert server.bodies("POST", "/fork") == [{"n": 2}]
+    assert server.requests[-1].url.path == f"/v1/episodes/{original}/fork"
+    assert len(set(forks)) == 2 and original not in forks
+    before = client.get_episode(original)
+    for fork_id in forks:
+        view = client.get_episode(fork_id)
+        assert view.episode_id == fork_id and view.turn == 1
+        assert view.transcript == before.transcript and view.emotions == before.emotions
+
+    client.step(forks[0], "And then?")
+    client.step(forks[0], "How did that feel?")
+    assert client.get_episode(forks[0]).turn == 3
+    assert client.get_episode(forks[1]).transcript == before.transcript
+    assert client.get_episode(original) == before
+
+    client.step(original, "Tell me more?")
+    assert client.get_episode(forks[1]).turn == 1
+    assert len(client.fork(forks[1])) == 1 and server.bodies("POST", "/fork")[-1] == {"n": 1}
+
+
+def test_fork_of_unknown_episode(client: AttuneClient, server: FakeServer) -> None:
+    with pytest.raises(EpisodeNotFoundError, match="'nope' does not exist"):
+        client.fork("nope", 3)
+    assert len(server.requests) == 1
+
+
+def test_fork_retries_only_unsent_errors(client: AttuneClient, server: FakeServer) -> None:
+    episode_id = client.create_episode(seed=3).episode_id
+    server.requests.clear()
+    server.fail_next(httpx.ConnectError("refused"), 503)
+    assert len(client.fork(episode_id, 2)) == 2
+    assert len(server.requests) == 3
+
+    # A read timeout may mean the copies were made; repeating would make more.
+    server.requests.clear()
+    server.fail_next(httpx.ReadTimeout("slow"))
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        client.fork(episode_id, 2)
+    assert len(server.requests) == 1
+
+
+def test_get_internals_needs_an_admin_key(server_factory: type[FakeServer]) -> None:
+    server = server_factory(api_key="user-key", admin_key="admin-key")
+    user = make_client(server, api_key="user-key")
+    episode_id = user.create_episode(seed=6).episode_id
+    user.step(episode_id, "What's weighing on you?")
+    with pytest.raises(PermissionDeniedError, match="admin key") as info:
+        user.get_internals(episode_id)
+    assert info.value.status_code == 403 and info.value.code.value == "forbidden"
+    assert server.requests[-1].url.raw_path == f"/v1/episodes/{episode_id}?view=internals".encode()
+    with pytest.raises(PermissionDeniedError):  # refused before the episode is even looked up
+        user.get_internals("nope")
+
+    admin = make_client(server, api_key="admin-key")
+    internals = admin.get_internals(episode_id)
+    assert isinstance(internals, EpisodeInternals)
+    assert internals.seed == 6 and internals.hidden_intention.endswith("offers advice.")
+    assert [a.turn for a in internals.appraisals] == [1] and internals.appraisals[0].delta == 6
+    public = user.get_episode(episode_id)
+    assert EpisodeView.model_validate(internals.model_dump(include=set(EpisodeView.model_fields))) == public
+    with pytest.raises(EpisodeNotFoundError):
+        admin.get_internals("nope")
+
+
+def test_get_internals_is_open_on_a_server_without_keys(client: AttuneClient) -> None:
+    episode_id = client.create_episode(seed=1).episode_id
+    assert client.get_internals(episode_id).appraisals == []
 
 
 def test_backoff_is_exponential_and_honours_retry_after(monkeypatch: pytest.MonkeyPatch, server: FakeServer) -> None:
@@ -264,6 +357,38 @@ def test_async_client_mirrors_sync(server: FakeServer, async_client_factory: Cal
                 await client.step(created.episode_id, "Hello?")
         assert client._http.is_closed
         await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_async_client_groups_forks_and_internals(
+    server_factory: type[FakeServer],
+) -> None:
+    server = server_factory(api_key="user-key", admin_key="admin-key")
+
+    def make(key: str) -> AsyncAttuneClient:
+        return AsyncAttuneClient("http://attune.test", api_key=key, transport=httpx.MockTransport(server), backoff=0)
+
+    async def scenario() -> None:
+        async with make("user-key") as user, make("admin-key") as admin:
+            created = await user.create_episode(seed=8, n=3)
+            assert len(set(created.episode_ids)) == 3 and created.episode_ids[0] == created.episode_id
+            first, second, _ = created.episode_ids
+            await user.step(first, "What happened?")
+            server.fail_next(httpx.ConnectError("refused"))
+            forks = await user.fork(first, n=2)
+            assert len(set(forks)) == 2 and server.bodies("POST", "/fork") == [{"n": 2}] * 2  # first try and retry
+            await user.step(forks[0], "Go on?")
+            turns = [(await user.get_episode(i)).turn for i in (first, second, *forks)]
+            assert turns == [1, 0, 2, 1]
+            assert (await user.get_episode(forks[1])).transcript == (await user.get_episode(first)).transcript
+
+            with pytest.raises(EpisodeNotFoundError):
+                await user.fork("nope")
+            with pytest.raises(PermissionDeniedError, match="admin key"):
+                await user.get_internals(first)
+            internals = await admin.get_internals(forks[0])
+            assert internals.seed == 8 and [a.turn for a in internals.appraisals] == [1, 2]
 
     asyncio.run(scenario())
 

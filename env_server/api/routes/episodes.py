@@ -1,18 +1,24 @@
-"""Episodes: create, step, view, delete."""
+"""Episodes: create (one or a group), step, fork, view, delete."""
 
 from __future__ import annotations
+
+from enum import Enum
 
 from fastapi import APIRouter, Response, status
 
 from attune_client.wire import (
     CreateEpisodeRequest,
     CreateEpisodeResponse,
+    EpisodeInternals,
     EpisodeView,
     ErrorBody,
+    ForkRequest,
+    ForkResponse,
     StepRequest,
     StepResponse,
 )
-from env_server.api.deps import OwnerDep, ServiceDep
+from env_server.api.deps import CallerDep, OwnerDep, ServiceDep
+from env_server.errors import Forbidden
 
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
 
@@ -42,10 +48,37 @@ async def step_episode(episode_id: str, body: StepRequest, service: ServiceDep, 
     return await service.step(episode_id, body, owner)
 
 
-@router.get(
-    "/{episode_id}", summary="Public transcript and emotion trajectory", response_model=EpisodeView, responses=_ERRORS
+@router.post(
+    "/{episode_id}/fork",
+    summary="Copy an episode's current state n times (no model call): branch a GRPO group",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ForkResponse,
+    responses=_ERRORS,
 )
-async def get_episode(episode_id: str, service: ServiceDep, owner: OwnerDep) -> EpisodeView:
+async def fork_episode(
+    episode_id: str, service: ServiceDep, owner: OwnerDep, body: ForkRequest | None = None
+) -> ForkResponse:
+    return ForkResponse(episode_ids=await service.fork(episode_id, (body or ForkRequest()).n, owner))
+
+
+class View(str, Enum):
+    public = "public"
+    internals = "internals"
+
+
+@router.get(
+    "/{episode_id}",
+    summary="Public transcript and emotion trajectory; ?view=internals (admin key) adds the hidden state",
+    response_model=EpisodeInternals | EpisodeView,
+    responses={**_ERRORS, 403: {"model": ErrorBody}},
+)
+async def get_episode(
+    episode_id: str, service: ServiceDep, owner: OwnerDep, caller: CallerDep, view: View = View.public
+) -> EpisodeView:
+    if view is View.internals:
+        if not caller.admin:
+            raise Forbidden("view=internals needs an admin key")
+        return await service.internals(episode_id)
     return await service.view(episode_id, owner)
 
 

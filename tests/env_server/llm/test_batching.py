@@ -1,0 +1,328 @@
+"""The batch scheduler over plain Python batch functions, and the batched transformers model (slow: real SmolLM2)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from env_server.llm import batching
+from env_server.llm.batching import BatchScheduler
+
+
+class Recorder:
+    """A batch function that records its batches and answers ``request * 10``; optionally slow or failing."""
+
+    def __init__(self, *, sleep_s: float = 0.0, fail_on=lambda request: False) -> None:
+        self.batches: list[list[int]] = []
+        self.started: list[float] = []
+        self.threads: list[str] = []
+        self.sleep_s, self.fail_on = sleep_s, fail_on
+
+    def __call__(self, requests: list[int]) -> list[int]:
+        self.started.append(time.monotonic())
+        self.threads.append(threading.current_thread().name)
+        self.batches.append(list(requests))
+        time.sleep(self.sleep_s)
+        if any(self.fail_on(request) for request in requests):
+            raise ValueError(f"cannot answer {requests}")
+        return [request * 10 for request in requests]
+
+
+def test_exports() -> None:
+    assert batching.__all__ == ["BatchScheduler"]
+
+
+@pytest.mark.parametrize(("size", "wait"), [(0, 0.01), (2, -1.0)])
+def test_rejects_bad_limits(size: int, wait: float) -> None:
+    with pytest.raises(ValueError, match="max_batch_size|max_wait_s"):
+        BatchScheduler(Recorder(), max_batch_size=size, max_wait_s=wait)
+
+
+def test_batches_only_requests_with_the_same_key() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, key=lambda request: request % 2, max_batch_size=16, max_wait_s=0.02)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(scheduler.submit(n) for n in range(8)))
+
+    assert asyncio.run(main()) == [n * 10 for n in range(8)]
+    assert sorted(map(sorted, run.batches)) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def test_a_full_group_is_split_into_batches_of_max_size() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=2, max_wait_s=0.02)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(scheduler.submit(n) for n in range(5)))
+
+    assert asyncio.run(main()) == [0, 10, 20, 30, 40]
+    assert run.batches == [[0, 1], [2, 3], [4]]
+
+
+def test_max_batch_size_one_runs_every_request_alone_in_order() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=1, max_wait_s=10.0)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(scheduler.submit(n) for n in range(4)))
+
+    started = time.monotonic()
+    assert asyncio.run(main()) == [0, 10, 20, 30]
+    assert run.batches == [[0], [1], [2], [3]]
+    assert time.monotonic() - started < 5.0  # a batch of one never waits for company
+
+
+def test_a_lone_request_waits_max_wait_then_runs() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.2)
+
+    async def main() -> float:
+        submitted = time.monotonic()
+        assert await scheduler.submit(7) == 70
+        return submitted
+
+    submitted = asyncio.run(main())
+    assert 0.2 <= run.started[0] - submitted < 2.0
+
+
+def test_a_full_batch_does_not_wait() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=2, max_wait_s=30.0)
+
+    async def main() -> list[int]:
+        return await asyncio.wait_for(asyncio.gather(scheduler.submit(1), scheduler.submit(2)), timeout=10)
+
+    assert asyncio.run(main()) == [10, 20]
+    assert run.batches == [[1, 2]]
+
+
+def test_requests_arriving_within_the_wait_share_a_batch() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.3)
+
+    async def late(n: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return await scheduler.submit(n)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(late(1, 0.0), late(2, 0.05), late(3, 0.1))
+
+    assert asyncio.run(main()) == [10, 20, 30]
+    assert run.batches == [[1, 2, 3]]
+
+
+def test_requests_arriving_while_a_batch_runs_gather_into_the_next() -> None:
+    run = Recorder(sleep_s=0.3)
+    scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.001)
+
+    async def late(n: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return await scheduler.submit(n)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(late(0, 0.0), late(1, 0.05), late(2, 0.1), late(3, 0.15))
+
+    assert asyncio.run(main()) == [0, 10, 20, 30]
+    assert run.batches == [[0], [1, 2, 3]]
+
+
+def test_a_failing_batch_fails_its_requests_only() -> None:
+    run = Recorder(fail_on=lambda request: request < 0)
+    scheduler = BatchScheduler(run, key=lambda request: request < 0, max_batch_size=8, max_wait_s=0.01)
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(*(scheduler.submit(n) for n in (1, -1, 2, -2)), return_exceptions=True)
+
+    first, bad, second, worse = asyncio.run(main())
+    assert (first, second) == (10, 20)
+    assert isinstance(bad, ValueError) and bad is worse
+    with pytest.raises(ValueError, match=r"cannot answer \[-3\]"):
+        asyncio.run(scheduler.submit(-3))
+    assert asyncio.run(scheduler.submit(4)) == 40  # the scheduler goes on
+
+
+def test_a_wrong_number_of_results_is_an_error() -> None:
+    scheduler = BatchScheduler(lambda requests: [0], max_batch_size=4, max_wait_s=0.01)
+
+    async def main() -> None:
+        await asyncio.gather(scheduler.submit(1), scheduler.submit(2))
+
+    with pytest.raises(ValueError, match="returned 1 results for 2 requests"):
+        asyncio.run(main())
+
+
+def test_the_event_loop_keeps_running_while_a_batch_runs() -> None:
+    run = Recorder(sleep_s=0.3)
+    scheduler = BatchScheduler(run, max_batch_size=4, max_wait_s=0.001, thread_name="test-worker")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> int:
+        task = asyncio.create_task(ticker())
+        result = await scheduler.submit(5)
+        task.cancel()
+        return result
+
+    assert asyncio.run(main()) == 50
+    # 0.3 s of blocking work at 10 ms a tick: a blocked loop would tick about once.
+    assert ticks >= 10
+    assert run.threads[0].startswith("test-worker") and run.threads[0] != threading.current_thread().name
+
+
+def test_a_cancelled_request_is_dropped_and_the_rest_still_run() -> None:
+    run = Recorder(sleep_s=0.2)
+    scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.001)
+
+    async def main() -> list[int | BaseException]:
+        first = asyncio.create_task(scheduler.submit(0))  # runs alone and keeps the worker busy
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(scheduler.submit(1))
+        kept = asyncio.create_task(scheduler.submit(2))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        return await asyncio.gather(first, doomed, kept, return_exceptions=True)
+
+    first, doomed, kept = asyncio.run(main())
+    assert (first, kept) == (0, 20) and isinstance(doomed, asyncio.CancelledError)
+    assert run.batches == [[0], [2]]
+
+
+def test_serves_successive_event_loops() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=4, max_wait_s=0.01)
+    assert asyncio.run(scheduler.submit(1)) == 10
+    assert asyncio.run(scheduler.submit(2)) == 20
+
+
+def test_aclose_lets_running_requests_finish_then_refuses_new_ones() -> None:
+    run = Recorder(sleep_s=0.1)
+    scheduler = BatchScheduler(run, max_batch_size=4, max_wait_s=0.01)
+
+    async def main() -> list[int]:
+        pending = [asyncio.create_task(scheduler.submit(n)) for n in (1, 2)]
+        await asyncio.sleep(0)
+        await scheduler.aclose()
+        assert run.batches == [[1, 2]]  # answered before aclose returned
+        with pytest.raises(RuntimeError, match="closed"):
+            await scheduler.submit(3)
+        return [task.result() for task in pending]
+
+    assert asyncio.run(main()) == [10, 20]
+
+
+def test_the_model_runs_a_batch_of_one_through_the_unbatched_code() -> None:
+    # max_batch_size=1 makes every batch a single request: it must take the model's unbatched path exactly.
+    from env_server.llm.transformers_backend import TransformersChatModel, _batch_key, _Generate, _Score
+
+    calls = []
+    fake = SimpleNamespace(
+        _generate=lambda *args: calls.append(("generate", args)) or "text",
+        _score=lambda *args: calls.append(("score", args)) or [-1.0],
+    )
+    fake._generate_batch = lambda requests: TransformersChatModel._generate_batch(fake, requests)
+    fake._score_batch = lambda requests: TransformersChatModel._score_batch(fake, requests)
+    messages = [{"role": "user", "content": "hi"}]
+    generate, score = _Generate(messages, 8, 3, "So"), _Score(messages, "I feel", [" ok"])
+    assert TransformersChatModel._run_batch(fake, [generate]) == ["text"]
+    assert TransformersChatModel._run_batch(fake, [score]) == [[-1.0]]
+    assert calls == [("generate", (messages, 8, 3, "So")), ("score", (messages, "I feel", [" ok"]))]
+    assert _batch_key(generate) == ("generate", 8) != _batch_key(generate._replace(max_new_tokens=9))
+    assert _batch_key(score) == ("score",)
+
+
+PROMPTS = [
+    ([{"role": "user", "content": "Say something about the weather."}], ""),
+    (
+        [
+            {"role": "system", "content": "You are Mia, a tired night-shift nurse."},
+            {"role": "user", "content": "How was your shift today? Tell me honestly what happened."},
+        ],
+        "",
+    ),
+    ([{"role": "user", "content": "Hi"}], "Well,"),
+    (
+        [
+            {"role": "user", "content": "Write a haiku about cats."},
+            {"role": "assistant", "content": "Soft paws in the sun"},
+            {"role": "user", "content": "Another one please, about a dog, the rain and a long walk home."},
+        ],
+        "",
+    ),
+    ([{"role": "user", "content": "What is 2+2?"}], "The answer"),
+    ([{"role": "system", "content": "You are a grumpy old man."}, {"role": "user", "content": "Nice day?"}], ""),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    return TransformersChatModel(temperature=0.0, max_batch_size=8)
+
+
+def batch_sizes(model) -> list[int]:
+    """Wraps the model's batch function to record the size of every batch it runs."""
+    sizes, run = [], model.scheduler.run_batch
+
+    def recording(requests):
+        sizes.append(len(requests))
+        return run(requests)
+
+    model.scheduler.run_batch = recording
+    return sizes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_batched_generation_equals_unbatched(smollm2, temperature: float) -> None:
+    # Greedy must be identical; sampling is seeded per row, so it matches the single-request draws too.
+    smollm2.temperature = temperature
+    try:
+        sizes = batch_sizes(smollm2)
+
+        async def together() -> list[str]:
+            calls = (smollm2.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
+            return await asyncio.gather(*calls)
+
+        batched = asyncio.run(together())
+        alone = [smollm2._generate(messages, 24, seed, prefix) for seed, (messages, prefix) in enumerate(PROMPTS)]
+    finally:
+        smollm2.scheduler.run_batch = smollm2._run_batch
+        smollm2.temperature = 0.0
+    assert sizes == [len(PROMPTS)]
+    assert all(text.strip() for text in batched)
+    assert batched == alone
+
+
+@pytest.mark.slow
+def test_batched_scores_equal_unbatched(smollm2) -> None:
+    from env_server.llm.prompts import FEELING_CHOICES, FEELING_PREFIX
+
+    labels = [label for label, _ in FEELING_CHOICES]
+    requests = [
+        (messages, FEELING_PREFIX if index % 2 else "I feel", labels if index != 3 else [" ok", " not ok at all"])
+        for index, (messages, _) in enumerate(PROMPTS)
+    ]
+    sizes = batch_sizes(smollm2)
+    try:
+
+        async def together() -> list[list[float]]:
+            return await asyncio.gather(*(smollm2.score(*request) for request in requests))
+
+        batched = asyncio.run(together())
+    finally:
+        smollm2.scheduler.run_batch = smollm2._run_batch
+    alone = [smollm2._score(*request) for request in requests]
+    assert sizes == [len(requests)]
+    for got, want in zip(batched, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)

@@ -1,0 +1,106 @@
+"""A real OpenAI-compatible server for tests: llama-cpp-python's server on loopback, serving the bundled SmolLM2.
+
+llama-cpp-python ships no binary wheel, so the first :func:`ensure_llama_server_installed` compiles llama.cpp
+(CPU only, about 9 minutes on two cores); pip's wheel cache keeps the wheel, so later installs take seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+__all__ = ["LLAMA_CPP_PYTHON", "ensure_llama_server_installed", "free_port", "llama_server"]
+
+LLAMA_CPP_PYTHON = "llama-cpp-python[server]==0.3.36"
+
+# CPU only (llama.cpp's default without CUDA flags), native instructions (CI runs on this machine), and no
+# multimodal library: llama_cpp imports it only for image chat handlers, and skipping it shortens the build.
+_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON"
+
+
+def _server_importable() -> bool:
+    try:
+        return importlib.util.find_spec("llama_cpp.server") is not None
+    except ImportError:
+        return False
+
+
+def ensure_llama_server_installed(timeout: float = 3600.0) -> None:
+    """Install llama-cpp-python's server into the running interpreter's environment unless it is there."""
+    if _server_importable():
+        return
+    env = dict(os.environ)
+    env.setdefault("CMAKE_ARGS", _CMAKE_ARGS)
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", LLAMA_CPP_PYTHON],
+        check=True,
+        env=env,
+        timeout=timeout,
+    )
+    importlib.invalidate_caches()
+    if not _server_importable():
+        raise RuntimeError(f"{LLAMA_CPP_PYTHON} installed but llama_cpp.server cannot be imported")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llama_server(
+    model_path: str | Path, *, port: int | None = None, n_ctx: int = 2048, threads: int | None = None, wait: float = 120
+) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server`` on loopback until the block ends; yields its base URL.
+
+    The chat format is left to the GGUF's own chat template (SmolLM2's is ChatML with its default system
+    prompt), as the transformers backend uses it. The server's output goes to a temporary log, quoted when
+    the server does not come up.
+    """
+    port = port or free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--verbose", "False"]
+    if threads:
+        command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"llama server exited with {process.returncode}: {_tail(log)}")
+                try:
+                    if httpx.get(f"{base_url}/v1/models", timeout=2).is_success:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"llama server not ready after {wait}s: {_tail(log)}")
+                time.sleep(0.25)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _tail(log, size: int = 2000) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-size:]
