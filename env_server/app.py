@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attune_client.wire import ErrorBody, ErrorCode, ErrorDetail
 from env_server.api.auth import ApiKeyMiddleware
-from env_server.api.routes import episodes, health, personas
+from env_server.api.routes import episodes, health, personas, score
 from env_server.api.routes import metrics as metrics_route
 from env_server.errors import AttuneServerError
 from env_server.llm.protocol import Simulator
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, *, simulator: Simulator | None 
         lifespan=lifespan,
     )
     _install_error_handlers(app, metrics)
-    for module in (health, metrics_route, personas, episodes):
+    for module in (health, metrics_route, personas, episodes, score):
         app.include_router(module.router)
     app.add_middleware(
         ApiKeyMiddleware,

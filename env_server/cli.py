@@ -1,4 +1,4 @@
-"""The ``attune`` command: serve, personas, demo."""
+"""The ``attune`` command: serve, personas, demo, score."""
 
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args, _settings)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from env_server.bench import main as bench
+
+    return bench(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from env_server.evaluation import run_eval
+
+    return run_eval(args, _settings)
+
+
 def _personas(args: argparse.Namespace) -> int:
     from env_server.personas import commands
 
@@ -61,6 +73,12 @@ def _personas(args: argparse.Namespace) -> int:
 
         return import_command(args.format, args.input, args.output)
     return commands.schema()
+
+
+def _score(args: argparse.Namespace) -> int:
+    from env_server.scoring import score_command
+
+    return score_command(args.format, args.input, _settings(args), seed=args.seed, as_json=args.json, out_path=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +102,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     demo.set_defaults(run=_demo)
 
+    bench = sub.add_parser("bench", help="measure steps/s, tokens/s and latency through the HTTP API")
+    bench.add_argument("--backend", choices=["transformers", "heuristic"], default="transformers")
+    bench.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2]")
+    bench.add_argument("--device", help="torch device [cpu]")
+    bench.add_argument("--url", help="measure a running server instead of starting one (no unbatched comparison)")
+    bench.add_argument("--concurrency", default="1,4,16,32", help="comma-separated levels [1,4,16,32]")
+    bench.add_argument("--steps", type=int, default=64, help="env steps per level [64]")
+    bench.add_argument("--unbatched-steps", type=int, help="env steps per level for the unbatched engine [--steps]")
+    bench.add_argument("--no-unbatched", action="store_true", help="skip the unbatched comparison")
+    bench.add_argument("--max-turns", type=int, default=10, help="episode length [10]")
+    bench.add_argument("--stores", help="comma-separated stores to compare, e.g. memory,redis://127.0.0.1:6379/0")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=_bench)
+
+    builtin = "builtin:empathic,builtin:solution-dumping,builtin:dismissive,builtin:sycophantic"
+    evaluate = sub.add_parser("eval", help="SAGE-style evaluation: policies x personas x seeds, tables and a report")
+    _add_server_flags(evaluate)
+    evaluate.add_argument("--url", help="use a running server instead of starting one (a child process)")
+    evaluate.add_argument(
+        "--policies",
+        default=builtin,
+        help="comma-separated: builtin:NAME, openai:MODEL@BASE_URL (key from OPENAI_API_KEY), module:function "
+        "[the four built-ins]",
+    )
+    evaluate.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per persona and policy [3]")
+    evaluate.add_argument("--out", required=True, help="output folder; an existing trajectories.jsonl is resumed")
+    evaluate.add_argument("--concurrency", type=int, default=8, help="episodes in flight at once [8]")
+    evaluate.add_argument("--personas", help="comma-separated persona ids [every persona the server serves]")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_eval)
+
     personas = sub.add_parser("personas", help="validate, list or describe persona packs")
     psub = personas.add_subparsers(dest="personas_command", required=True)
     validate = psub.add_parser("validate", help="check pack files; every error names file, line and field")
@@ -96,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("input", help="profile file (JSONL)")
     importer.add_argument("-o", "--output", required=True, help="pack file to write (YAML)")
     personas.set_defaults(run=_personas)
+
+    score = sub.add_parser("score", help="appraise recorded dialogues in-process; correlate with recorded emotion")
+    score.add_argument("--format", required=True, choices=["attune", "sage"], help="transcript format")
+    score.add_argument("input", help="ScoreRequest JSONL or exported episode JSON (attune); SAGE dialogue JSONL")
+    score.add_argument("--backend", choices=["transformers", "heuristic"], help="simulator backend [transformers]")
+    score.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2-135M-Instruct]")
+    score.add_argument("--device", help="torch device: cpu, cuda, cuda:1 [cpu]")
+    score.add_argument("--packs", action="append", help="persona pack file or folder (repeatable) [personas/]")
+    score.add_argument("--reward-mode", choices=["terminal", "dense"], help="reward mode of the totals [terminal]")
+    score.add_argument("--temperature", type=float, help="simulator sampling temperature, 0 = greedy [0.7]")
+    score.add_argument("--seed", type=int, help="simulator seed for every dialogue [the file's; 0 for SAGE]")
+    score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    score.add_argument("--out", help="write every full ScoreResponse here as JSONL")
+    score.set_defaults(run=_score)
     return parser
 
 

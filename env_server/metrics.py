@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -37,7 +41,26 @@ class Metrics:
         )
         self.errors = Counter("attune_errors", "Error responses, by code.", ["code"], registry=self.registry)
 
+        self._tokens: Callable[[], int] = lambda: 0
+        self.registry.register(_TokenCollector(self))
+
+    def count_tokens_with(self, read: Callable[[], int]) -> None:
+        """Read the simulator's own generated-token counter at scrape time."""
+        self._tokens = read
+
     def render(self, active_episodes: int) -> bytes:
         """The exposition text, with the gauge read at scrape time."""
         self.active_episodes.set(active_episodes)
         return generate_latest(self.registry)
+
+
+class _TokenCollector(Collector):
+    """Exposes the simulator's generated-token count, which the model keeps itself."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "attune_simulator_tokens", "Tokens the simulator model generated.", value=self._metrics._tokens()
+        )

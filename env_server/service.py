@@ -22,8 +22,10 @@ from attune_client.wire import (
     CreateEpisodeRequest,
     CreateEpisodeResponse,
     EpisodeInternals,
+    EpisodeOptions,
     EpisodeView,
     Message,
+    RewardSpec,
     Role,
     StepRequest,
     StepResponse,
@@ -113,7 +115,7 @@ class EpisodeService:
             persona_id=persona.id,
             seed=seed,
             max_turns=request.options.max_turns or self.settings.max_turns,
-            reward_mode=request.options.reward_mode or self.settings.reward_mode,
+            reward=self.reward_spec(request.options),
             emotion=persona.initial_emotion,
             transcript=[Message(role=Role.user, content=opening, emotion=persona.initial_emotion)],
             emotions=[persona.initial_emotion],
@@ -136,6 +138,12 @@ class EpisodeService:
         self.metrics.episodes_created.inc(n)
         return [copy.episode_id for copy in copies]
 
+    def reward_spec(self, options: EpisodeOptions) -> RewardSpec:
+        """The episode's reward spec: the request's, else the server's; ``reward_mode`` overrides its mode."""
+        spec = options.reward or self.settings.reward
+        mode = options.reward_mode or (None if options.reward else self.settings.reward_mode)
+        return spec.model_copy(update={"mode": mode}) if mode else spec
+
     def check_action(self, action: str) -> None:
         """Reject blank or over-long supporter replies before touching the episode."""
         if not action.strip():
@@ -155,15 +163,17 @@ class EpisodeService:
                 return _response(done)
             if record.finished:
                 raise EpisodeFinished(episode_id, record.status.value)
-            appraisal, reply = await self._simulate(record, request.action)
-            updated, step = advance(record, request.action, appraisal, reply, request.request_id or uuid.uuid4().hex)
+            persona = self.persona(record.persona_id)
+            appraisal, reply = await self._simulate(record, persona, request.action)
+            updated, step = advance(
+                record, persona, request.action, appraisal, reply, request.request_id or uuid.uuid4().hex
+            )
             await self.store.save(updated)
         self.metrics.steps.labels("applied").inc()
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         return _response(step)
 
-    async def _simulate(self, record: EpisodeRecord, action: str) -> tuple[Appraisal, str]:
-        persona = self.persona(record.persona_id)
+    async def _simulate(self, record: EpisodeRecord, persona: Persona, action: str) -> tuple[Appraisal, str]:
         turn = record.turn + 1
         context = TurnContext(
             persona=persona,

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from attune_client.wire import RewardMode
+from attune_client.wire import RewardMode, RewardSpec
 
 __all__ = ["BackendName", "Settings", "default_packs_path"]
 
@@ -51,11 +51,23 @@ class Settings(BaseSettings):
         default_factory=lambda: [default_packs_path()], description="Persona pack files or folders of them."
     )
     max_turns: int = Field(default=10, ge=1, le=100, description="Supporter turns before an episode is truncated.")
-    reward_mode: RewardMode = Field(default=RewardMode.terminal, description="Default reward mode.")
+    reward_mode: RewardMode | None = Field(
+        default=None, description="Default reward mode; overrides reward.mode when set (terminal or dense)."
+    )
+    reward: RewardSpec = Field(
+        default_factory=RewardSpec,
+        description='Default reward spec as JSON, e.g. {"mode": "dense", "integrity_penalty": 0.5}.',
+    )
     max_action_chars: int = Field(default=4000, ge=1, description="Longest supporter reply accepted (422 beyond).")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Simulator sampling temperature; 0 = greedy.")
     max_new_tokens: int = Field(default=64, ge=8, le=1024, description="Token budget of each simulator reply.")
     thoughts_tokens: int = Field(default=40, ge=8, le=512, description="Token budget of each appraisal's thoughts.")
+    max_batch_size: int = Field(
+        default=16, ge=1, le=256, description="Most concurrent simulator calls batched into one model call; 1 = off."
+    )
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, le=1000, description="Longest a simulator call waits for others to share its batch."
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; torch's default when absent."
     )

@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AppraisalView",
     "Band",
+    "Correlation",
     "CreateEpisodeRequest",
     "CreateEpisodeResponse",
     "Difficulty",
+    "EndorsedClaim",
     "EpisodeInternals",
     "EpisodeOptions",
     "EpisodeStatus",
@@ -26,12 +28,19 @@ __all__ = [
     "ErrorDetail",
     "ForkRequest",
     "ForkResponse",
+    "GroundingActs",
     "IntentionType",
     "Message",
     "PersonaList",
     "PersonaPublic",
+    "RewardComponents",
     "RewardMode",
+    "RewardSpec",
     "Role",
+    "ScoreRequest",
+    "ScoreResponse",
+    "ScoredMessage",
+    "ScoredTurn",
     "StepInfo",
     "StepRequest",
     "StepResponse",
@@ -132,11 +141,58 @@ class ErrorBody(_Wire):
     error: ErrorDetail = Field(description="The error.")
 
 
+class RewardSpec(_Wire):
+    """How a step's reward combines its components. The default is RLVER's: terminal emotion/100 only."""
+
+    mode: RewardMode = Field(default=RewardMode.terminal, description="How the emotion term is paid.")
+    emotion_weight: float = Field(default=1.0, description="Weight of the emotion term.")
+    integrity_penalty: float = Field(
+        default=0.0, ge=0, description="Subtracted on a step whose reply endorses one of the persona's false beliefs."
+    )
+    question_bonus: float = Field(default=0.0, description="Added on a step whose reply asks an open question.")
+    reflection_bonus: float = Field(default=0.0, description="Added on a step whose reply reflects or acknowledges.")
+    premature_advice_penalty: float = Field(
+        default=0.0, ge=0, description="Subtracted on advice given before the person has been understood."
+    )
+
+
 class EpisodeOptions(_Wire):
     max_turns: int | None = Field(
         default=None, ge=1, le=100, description="Supporter turns before truncation; server default when absent."
     )
-    reward_mode: RewardMode | None = Field(default=None, description="Reward mode; server default when absent.")
+    reward_mode: RewardMode | None = Field(
+        default=None, description="Shortcut for ``reward.mode``; server default when absent."
+    )
+    reward: RewardSpec | None = Field(default=None, description="Reward spec for this episode; server's when absent.")
+
+
+class GroundingActs(_Wire):
+    """What the supporter's reply did, as conversation research counts grounding acts."""
+
+    questions: int = Field(ge=0, description="Questions asked (open or closed).")
+    open_questions: int = Field(ge=0, description="Open questions asked.")
+    reflections: int = Field(ge=0, description="Reflections and acknowledgements of what the person said or felt.")
+    advice: int = Field(ge=0, description="Advice statements.")
+    premature_advice: bool = Field(
+        description="Advice before the person was understood (no question or reflection in an earlier turn), "
+        "for personas who did not ask for advice."
+    )
+
+
+class EndorsedClaim(_Wire):
+    claim: str = Field(description="The persona's false belief that the reply endorsed.")
+    reason: str = Field(description="Why the reply counts as endorsing it.")
+
+
+class RewardComponents(_Wire):
+    """The parts a step's reward is made of; ``total`` is the step's reward."""
+
+    emotion_dense: float = Field(description="Emotion change / 100.")
+    emotion_terminal: float | None = Field(description="Final emotion / 100 on the last step, else null.")
+    integrity: float = Field(le=0, description="-1 per endorsed false belief on this step, else 0.")
+    endorsed_claims: list[EndorsedClaim] = Field(description="Which false beliefs were endorsed, and why.")
+    grounding: GroundingActs = Field(description="Grounding acts of this reply.")
+    total: float = Field(description="The combined reward under the episode's reward spec.")
 
 
 class CreateEpisodeRequest(_Wire):
@@ -159,6 +215,9 @@ class StepInfo(_Wire):
     max_turns: int = Field(ge=1, description="Supporter turns allowed before truncation.")
     status: EpisodeStatus = Field(description="Episode status after this step.")
     termination_reason: TerminationReason | None = Field(default=None, description="Why the episode ended, if it did.")
+    reward_components: RewardComponents | None = Field(
+        default=None, description="How this step's reward was made (absent after reset)."
+    )
 
 
 class CreateEpisodeResponse(_Wire):
@@ -204,7 +263,7 @@ class EpisodeView(_Wire):
     termination_reason: TerminationReason | None = Field(default=None, description="Why it ended, if it did.")
     turn: int = Field(description="Supporter turns taken.")
     max_turns: int = Field(description="Supporter turns allowed.")
-    reward_mode: RewardMode = Field(description="Reward mode of this episode.")
+    reward: RewardSpec = Field(description="Reward spec of this episode.")
     emotion: int = Field(description="Current emotion.")
     emotions: list[int] = Field(description="Emotion trajectory: the initial value, then one per supporter turn.")
     transcript: list[Message] = Field(description="Public transcript, opening message first.")
@@ -224,6 +283,44 @@ class EpisodeInternals(EpisodeView):
     hidden_intention: str = Field(description="What the simulated person really wants.")
     seed: int = Field(description="Episode seed: persona choice and simulator sampling derive from it.")
     appraisals: list[AppraisalView] = Field(description="One per supporter turn.")
+
+
+class ScoredMessage(_Wire):
+    role: Role = Field(description="Speaker.")
+    content: str = Field(min_length=1, description="What was said.")
+    emotion: int | None = Field(default=None, ge=0, le=100, description="Recorded emotion after a user message.")
+
+
+class ScoreRequest(_Wire):
+    persona_id: str = Field(description="Persona whose simulator appraises the supporter's turns.")
+    messages: list[ScoredMessage] = Field(
+        min_length=2, description="The recorded dialogue, the person first; user turns are kept as recorded."
+    )
+    initial_emotion: int | None = Field(
+        default=None, ge=0, le=100, description="Emotion before the first supporter turn; the persona's when absent."
+    )
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seeds the simulator's sampling.")
+
+
+class ScoredTurn(_Wire):
+    turn: int = Field(description="Supporter turn (1-based).")
+    delta: int = Field(description="Appraised emotion change.")
+    emotion: int = Field(description="Emotion after the turn (ours).")
+    recorded_emotion: int | None = Field(description="Emotion the recording gives after this turn, if any.")
+    components: RewardComponents = Field(description="Reward components of the turn (dense emotion, integrity...).")
+
+
+class Correlation(_Wire):
+    n: int = Field(description="Pairs compared.")
+    spearman: float | None = Field(description="Spearman rank correlation (null when undefined).")
+    pearson: float | None = Field(description="Pearson correlation (null when undefined).")
+
+
+class ScoreResponse(_Wire):
+    persona_id: str = Field(description="Persona used.")
+    emotions: list[int] = Field(description="Our emotion trajectory: initial, then one per supporter turn.")
+    turns: list[ScoredTurn] = Field(description="One per supporter turn.")
+    correlation: Correlation | None = Field(description="Ours vs recorded emotion, when the recording has it.")
 
 
 class PersonaPublic(_Wire):

@@ -16,14 +16,15 @@ from attune_client.wire import (
     EpisodeStatus,
     EpisodeView,
     Message,
-    RewardMode,
+    RewardSpec,
     Role,
     StepInfo,
     TerminationReason,
 )
 from env_server.agent.emotion import EMOTION_GOAL, EMOTION_LEAVE, apply_delta, band_of
-from env_server.agent.reward import step_reward
+from env_server.agent.reward import step_components
 from env_server.llm.protocol import Appraisal, Turn
+from env_server.personas.schema import Persona
 
 __all__ = ["AppraisalRecord", "EpisodeRecord", "StepRecord", "advance", "turn_seed"]
 
@@ -72,7 +73,7 @@ class EpisodeRecord(BaseModel):
     persona_id: str
     seed: int
     max_turns: int
-    reward_mode: RewardMode
+    reward: RewardSpec
     emotion: int
     turn: int = 0
     status: EpisodeStatus = EpisodeStatus.active
@@ -120,7 +121,7 @@ class EpisodeRecord(BaseModel):
             termination_reason=self.termination_reason,
             turn=self.turn,
             max_turns=self.max_turns,
-            reward_mode=self.reward_mode,
+            reward=self.reward,
             emotion=self.emotion,
             emotions=list(self.emotions),
             transcript=list(self.transcript),
@@ -128,7 +129,7 @@ class EpisodeRecord(BaseModel):
 
 
 def advance(
-    record: EpisodeRecord, action: str, appraisal: Appraisal, reply: str, request_id: str
+    record: EpisodeRecord, persona: Persona, action: str, appraisal: Appraisal, reply: str, request_id: str
 ) -> tuple[EpisodeRecord, StepRecord]:
     """Apply one supporter turn: the new record and the step result, the old record untouched."""
     emotion = apply_delta(record.emotion, appraisal.delta)
@@ -165,14 +166,17 @@ def advance(
             ],
         }
     )
+    components = step_components(
+        record.reward, persona, record.history(), action, delta=delta, emotion=emotion, done=updated.finished
+    )
     step = StepRecord(
         request_id=request_id,
         action=action,
         observation=reply,
-        reward=step_reward(record.reward_mode, delta=delta, emotion=emotion, done=updated.finished),
+        reward=components.total,
         terminated=status is EpisodeStatus.terminated,
         truncated=status is EpisodeStatus.truncated,
-        info=updated.info(delta=delta),
+        info=updated.info(delta=delta).model_copy(update={"reward_components": components}),
     )
     updated.steps = [*record.steps, step]
     return updated, step

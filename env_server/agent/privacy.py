@@ -8,6 +8,7 @@ leaves the server.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["WINDOW", "redact_private"]
@@ -30,15 +31,19 @@ def _normal(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
-def _word_windows(text: str) -> set[tuple[str, ...]]:
+@functools.lru_cache(maxsize=4096)
+def _word_windows(text: str) -> frozenset[tuple[str, ...]]:
     words = [_normal(word) for word in _WORD.findall(text.lower())]
-    return {tuple(words[i : i + WINDOW]) for i in range(len(words) - WINDOW + 1)}
+    return frozenset(tuple(words[i : i + WINDOW]) for i in range(len(words) - WINDOW + 1))
 
 
-def _char_chunks(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _char_chunks(text: str) -> frozenset[str]:
     # Chunks every 4 characters: any copied run of 15+ characters contains one of them whole.
     compact = re.sub(r"\s+", "", text)
-    return {compact[i : i + _CHARS] for i in range(0, len(compact) - _CHARS + 1, 4) if not compact[i].isascii()}
+    return frozenset(
+        compact[i : i + _CHARS] for i in range(0, len(compact) - _CHARS + 1, 4) if not compact[i].isascii()
+    )
 
 
 def redact_private(reply: str, private_texts: list[str]) -> tuple[str, bool]:

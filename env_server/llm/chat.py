@@ -100,6 +100,11 @@ class ChatSimulator:
         self.fallbacks = 0
         """Appraisals whose change came from the heuristic because the model gave nothing usable."""
 
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens the model generated so far (0 when the model does not count them)."""
+        return getattr(self.model, "generated_tokens", 0)
+
     async def appraise(self, context: TurnContext) -> Appraisal:
         messages = appraisal_messages(context)
         labels = [label for label, _ in FEELING_CHOICES]

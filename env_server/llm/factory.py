@@ -23,5 +23,7 @@ def build_simulator(settings: Settings) -> Simulator:
         dtype=settings.dtype,
         temperature=settings.temperature,
         torch_threads=settings.torch_threads,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000,
     )
     return ChatSimulator(model, max_new_tokens=settings.max_new_tokens, thoughts_tokens=settings.thoughts_tokens)

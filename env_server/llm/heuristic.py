@@ -21,6 +21,7 @@ list lines, length and repetition, but nothing else, and it replies in English.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from attune_client.wire import Band, Difficulty, IntentionType, Role
 from env_server.agent.emotion import band_of, clamp_delta
 from env_server.llm.protocol import Appraisal, Turn, TurnContext
-from env_server.personas.schema import Persona
+from env_server.personas.schema import FalseBelief, Persona
 
 __all__ = [
     "COMMON_WEIGHTS",
@@ -38,6 +39,7 @@ __all__ = [
     "HeuristicAppraiser",
     "HeuristicSimulator",
     "ReplyFeatures",
+    "endorsed_beliefs",
     "extract_features",
 ]
 
@@ -259,6 +261,7 @@ class ReplyFeatures:
     word_count: int = 0
 
 
+@functools.lru_cache(maxsize=8192)
 def extract_features(reply: str, last_user_message: str) -> ReplyFeatures:
     """Read a supporter reply lexically; see the module docstring for what this can and cannot see."""
     text = _normalize(reply)
@@ -438,7 +441,10 @@ _NOTICED: dict[tuple[str, bool], str] = {
 
 _VERDICT: dict[IntentionType, tuple[str, str]] = {
     IntentionType.vent: ("I can keep getting it off my chest.", "I just need to let it out, not be managed."),
-    IntentionType.validation: ("Maybe I'm not crazy for feeling this.", "I wanted to hear that my feelings are okay."),
+    IntentionType.validation: (
+        "Maybe my reaction was reasonable after all.",
+        "I wanted to hear that my feelings are okay.",
+    ),
     IntentionType.understand_other: ("This might help me understand them.", "I still don't understand them."),
     IntentionType.deep_empathy: ("It feels like they're really with me.", "I need to be seen, not cheered up."),
     IntentionType.practical_advice: ("This is heading somewhere useful.", "I need something I can actually do."),
@@ -452,11 +458,17 @@ def _supporter_replies(history: Sequence[Turn]) -> list[str]:
     return [t.content for t in history if t.role is Role.assistant]
 
 
+@functools.lru_cache(maxsize=8192)
+def _normal_words(text: str) -> tuple[str, frozenset[str]]:
+    normal = _normalize(text)
+    return normal, frozenset(_WORD.findall(normal))
+
+
 def _is_repeat(reply: str, earlier: Sequence[str]) -> bool:
-    text, words = _normalize(reply), set(_WORD.findall(_normalize(reply)))
+    text, words = _normal_words(reply)
     for old in earlier:
-        old_words = set(_WORD.findall(_normalize(old)))
-        if text and text == _normalize(old):
+        old_text, old_words = _normal_words(old)
+        if text and text == old_text:
             return True
         if words and old_words and len(words & old_words) / len(words | old_words) >= 0.85:
             return True
@@ -465,6 +477,29 @@ def _is_repeat(reply: str, earlier: Sequence[str]) -> bool:
 
 def _round_half_away(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def endorsed_beliefs(persona: Persona, reply: str, f: ReplyFeatures | None = None) -> list[FalseBelief]:
+    """The persona's false beliefs that ``reply`` endorses: it names one and agrees, or restates the claim
+    as a statement, without correcting it."""
+    f = f or extract_features(reply, "")
+    if f.correction > 0:
+        return []
+    text = _normalize(reply)
+    reply_stems = {_stem(w) for w in _content_words(reply)}
+    endorsed = []
+    for belief in persona.false_beliefs:
+        mentions = any(
+            re.search(r"(?<!\w)" + re.escape(_normalize(k)) + r"(?!\w)", text) for k in belief.keywords if k.strip()
+        )
+        claim = {_stem(w) for w in _content_words(belief.claim)}
+        overlap = len(claim & reply_stems)
+        mentions = mentions or overlap >= 2
+        # Restating the claim as a question explores it; restating it as a statement endorses it.
+        echoes = claim and overlap >= max(2, 0.6 * len(claim)) and not f.open_question + f.closed_question
+        if (mentions and f.agreement > 0) or echoes:
+            endorsed.append(belief)
+    return endorsed
 
 
 class HeuristicAppraiser:
@@ -511,7 +546,7 @@ class HeuristicAppraiser:
                 and f.reflection + f.validation + f.empathy >= 1
             )
         if intent is IntentionType.false_belief:
-            agreed, warm = self._belief_agreement(persona, reply, f), f.validation + f.empathy > 0 or f.reflection >= 1
+            agreed, warm = bool(endorsed_beliefs(persona, reply, f)), f.validation + f.empathy > 0 or f.reflection >= 1
             values["belief_agreement"] = float(agreed)
             if agreed:  # echoing the claim to endorse it is not listening
                 values["reflection"] = 0.0
@@ -535,26 +570,6 @@ class HeuristicAppraiser:
                 value, weighted = out.get(k, (v, 0.0))
                 out[k] = (value, weighted + v * COMMON_WEIGHTS[k])
         return out
-
-    @staticmethod
-    def _belief_agreement(persona: Persona, reply: str, f: ReplyFeatures) -> bool:
-        """The reply endorses a false belief: names it and agrees, or restates the claim, without correcting."""
-        if f.correction > 0:
-            return False
-        text = _normalize(reply)
-        reply_stems = {_stem(w) for w in _content_words(reply)}
-        for belief in persona.false_beliefs:
-            mentions = any(
-                re.search(r"(?<!\w)" + re.escape(_normalize(k)) + r"(?!\w)", text) for k in belief.keywords if k.strip()
-            )
-            claim = {_stem(w) for w in _content_words(belief.claim)}
-            overlap = len(claim & reply_stems)
-            mentions = mentions or overlap >= 2
-            # Restating the claim as a question explores it; restating it as a statement endorses it.
-            echoes = claim and overlap >= max(2, 0.6 * len(claim)) and not f.open_question + f.closed_question
-            if (mentions and f.agreement > 0) or echoes:
-                return True
-        return False
 
     def appraise(self, persona: Persona, history: Sequence[Turn], emotion: int, turn: int) -> Appraisal:
         """Inner thoughts and an emotion change in [-10, 10] for the latest supporter reply in ``history``."""

@@ -280,7 +280,7 @@ class FakeServer:
             "termination_reason": episode.termination_reason,
             "turn": episode.turn,
             "max_turns": episode.max_turns,
-            "reward_mode": episode.reward_mode,
+            "reward": {"mode": episode.reward_mode},
             "emotion": episode.emotions[-1],
             "emotions": episode.emotions,
             "transcript": episode.transcript,

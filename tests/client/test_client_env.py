@@ -48,6 +48,7 @@ def test_reset_returns_opening_and_info(env: AttuneEnv, server: FakeServer) -> N
     assert observation.startswith("[mei-family]") and observation in env.observation_space
     assert info["episode_id"] == env.episode_id and env.episode_id in server.episodes
     assert info | {"episode_id": None} == {
+        "reward_components": None,
         "persona_id": "mei-family",
         "emotion": 25,
         "delta": 0,

@@ -17,10 +17,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from attune_client.wire import Message, RewardMode, Role
+from attune_client.wire import Message, RewardMode, RewardSpec, Role
 from env_server.agent.episode import EpisodeRecord, advance
 from env_server.errors import BackendUnavailable, EpisodeBusy, EpisodeNotFound, RequestConflict
 from env_server.llm.protocol import Appraisal
+from env_server.personas.schema import Persona
 from env_server.sessions.memory import MemoryStore
 from env_server.sessions.protocol import EpisodeStore
 from env_server.sessions.redis import LeaseExpired, RedisStore
@@ -28,6 +29,15 @@ from env_server.sessions.redis import LeaseExpired, RedisStore
 pytestmark = pytest.mark.asyncio
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+PERSONA = Persona(
+    id="p1",
+    name="P",
+    profile="x",
+    background="y",
+    hidden_intention="z",
+    intention_type="vent",
+    reactions={"high": "a", "medium": "b", "low": "c", "fit": "d", "miss": "e"},
+)
 
 
 def make_record(episode_id: str | None = None, emotion: int = 40) -> EpisodeRecord:
@@ -36,7 +46,7 @@ def make_record(episode_id: str | None = None, emotion: int = 40) -> EpisodeReco
         persona_id="p1",
         seed=7,
         max_turns=6,
-        reward_mode=RewardMode.dense,
+        reward=RewardSpec(mode=RewardMode.dense),
         emotion=emotion,
         transcript=[Message(role=Role.user, content="I had a rough week.", emotion=emotion)],
         emotions=[emotion],
@@ -47,7 +57,7 @@ def make_record(episode_id: str | None = None, emotion: int = 40) -> EpisodeReco
 def stepped(record: EpisodeRecord, action: str = "What happened?") -> EpisodeRecord:
     """The record after one supporter turn: a new state with a transcript, an appraisal and a step."""
     appraisal = Appraisal(thoughts="They asked.", delta=5, signals={"question": 1.0})
-    return advance(record, action, appraisal, "Work, mostly.", uuid.uuid4().hex)[0]
+    return advance(record, PERSONA, action, appraisal, "Work, mostly.", uuid.uuid4().hex)[0]
 
 
 class FakeClock:
