@@ -1,7 +1,8 @@
 """``attune serve`` as a child process on a free loopback port: for benchmarks, evaluation and tests.
 
 A separate process keeps a load generator or an evaluation loop from sharing one GIL with the server,
-and lets tests kill a server with SIGKILL.
+and lets tests kill a server with SIGKILL. Its output goes to a temporary file, not a pipe: a pipe that
+nobody reads fills up and stalls the server.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,9 +20,16 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["REPO", "ServerProcess", "free_port", "spawned_server", "wait_until"]
+__all__ = ["REPO", "ServerProcess", "ServerStartError", "free_port", "spawned_server", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Keys would lock a caller out of its own private server; host and port are the launcher's to choose.
+_DROPPED_VARIABLES = ("ATTUNE_API_KEYS", "ATTUNE_ADMIN_KEYS", "ATTUNE_HOST", "ATTUNE_PORT")
+
+
+class ServerStartError(RuntimeError):
+    """The child server exited or did not become ready; the message ends with the tail of its output."""
 
 
 def free_port() -> int:
@@ -44,37 +53,45 @@ def wait_until(check, timeout: float, what: str) -> None:
 
 
 class ServerProcess:
-    """``attune serve`` as a child process configured by ``ATTUNE_*`` variables; ``kill()`` is SIGKILL."""
+    """``attune serve`` as a child process configured by ``ATTUNE_*`` variables; ``kill()`` is SIGKILL.
+
+    ``env`` is laid over this process's environment, less API keys (pass them in ``env`` to test auth).
+    """
 
     def __init__(self, env: Mapping[str, str], port: int | None = None, command: list[str] | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env, "ATTUNE_HOST": "127.0.0.1", "ATTUNE_PORT": str(self.port)}
+        child_env = {key: value for key, value in os.environ.items() if key not in _DROPPED_VARIABLES}
+        child_env.update({**env, "ATTUNE_HOST": "127.0.0.1", "ATTUNE_PORT": str(self.port)})
+        self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             command or [sys.executable, "-m", "env_server.cli", "serve"],
-            env=full_env,
+            env=child_env,
             cwd=REPO,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
 
     def wait_ready(self, timeout: float = 300, headers: dict[str, str] | None = None) -> ServerProcess:
-        """Block until ``/readyz`` answers 200; raise with the server's output if it exits first."""
-
-        def ready() -> bool:
+        """Block until ``/readyz`` answers 200; ServerStartError with the output if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            return httpx.get(f"{self.url}/readyz", timeout=2, headers=headers).status_code == 200
+                raise ServerStartError(f"server exited with status {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2, headers=headers).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"server not ready after {timeout:.0f}s:\n{self.output()}")
+            time.sleep(0.2)
 
-        wait_until(ready, timeout, f"server on {self.port}")
-        return self
-
-    def output(self) -> str:
-        """What the server printed, once it has exited."""
-        if self.process.poll() is None:
-            return "(still running)"
-        return self.process.stdout.read() if self.process.stdout else ""
+    def output(self, limit: int = 4000) -> str:
+        """The tail of what the server printed so far."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-limit:]
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers run."""
@@ -83,20 +100,21 @@ class ServerProcess:
         self.process.wait()
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 15 s."""
+        """SIGTERM, then SIGKILL after 15 s; closes the log."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._log.close()
 
 
 @contextmanager
 def spawned_server(env: Mapping[str, str], ready_timeout: float = 300) -> Iterator[ServerProcess]:
     """A ready server process, stopped on exit."""
-    server = ServerProcess(env).wait_ready(ready_timeout)
+    server = ServerProcess(env)
     try:
-        yield server
+        yield server.wait_ready(ready_timeout)
     finally:
         server.stop()
