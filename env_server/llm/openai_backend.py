@@ -14,9 +14,9 @@ How ``prefix`` (the start of the assistant's turn) reaches the server, ``prefix_
 - ``"continue"``: the prefix is a trailing assistant message, with vLLM's and SGLang's
   ``continue_final_message: true, add_generation_prompt: false``; llama.cpp's C++ ``llama-server``
   continues a trailing assistant message by itself and ignores the extra fields.
-- ``"instruct"``: for servers that cannot continue a turn (llama-cpp-python's server closes the trailing
-  assistant message and starts a new one; hosted APIs reject the extra fields): the last user message asks
-  the model to begin with the prefix, and an echoed prefix is cut from the answer.
+- ``"instruct"``: for servers that cannot continue a turn: llama-cpp-python's server (0.3.x) drops the extra
+  fields, closes the trailing assistant message and starts a new turn; hosted APIs do not continue either.
+  The last user message asks the model to begin with the prefix, and an echoed prefix is cut from the answer.
 
 Either way :meth:`~OpenAIChatModel.generate` returns only what comes after the prefix, as the local backend does.
 """
@@ -38,9 +38,11 @@ log = logging.getLogger("attune.llm")
 PrefixMode = Literal["continue", "instruct"]
 StructuredMode = Literal["auto", "json_schema", "grammar", "choice", "none"]
 
-_PROBE_ORDER: tuple[StructuredMode, ...] = ("json_schema", "grammar", "choice")
-"""The order ``"auto"`` tries: OpenAI's json_schema is the most widely served (OpenAI, vLLM, SGLang,
-llama-server); llama-cpp-python's server only takes a GBNF ``grammar``; vLLM >= 0.10.2 also takes a choice list."""
+_PROBE_ORDER: tuple[StructuredMode, ...] = ("grammar", "json_schema", "choice")
+"""The order ``"auto"`` tries. A GBNF ``grammar`` first: both llama.cpp servers take it, and the others refuse it
+(OpenAI: 400) or ignore it (vLLM, SGLang: free text), which the probe sees. OpenAI's json_schema next (OpenAI,
+vLLM, SGLang, llama-server), which llama-cpp-python's server answers with a 500 (it validates ``response_format``
+and reports validation errors as 500). vLLM >= 0.10.2's choice list last."""
 
 
 class OpenAIBackendError(RuntimeError):
@@ -105,7 +107,8 @@ class OpenAIChatModel:
         prefix_mode: How a ``prefix`` reaches the server; see the module docstring.
         structured_output: How :meth:`choose` constrains decoding: ``"json_schema"`` (OpenAI ``response_format``),
             ``"grammar"`` (llama.cpp GBNF), ``"choice"`` (vLLM ``structured_outputs``), ``"none"``, or ``"auto"``:
-            try them in turn on first use and keep the first the server honours.
+            try them in turn on first use (grammar, json_schema, choice) and keep the first the server honours;
+            an explicit mode the server refuses (4xx) turns structured output off.
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class OpenAIChatModel:
         """Whether :meth:`choose` may constrain decoding (False once ``"auto"`` found no way the server honours)."""
         return self.structured_mode != "none"
 
-    async def _complete(self, body: dict[str, Any]) -> str:
-        """The first choice's message content, after retries; raises :class:`OpenAIBackendError`."""
+    async def _complete(self, body: dict[str, Any], *, retry_status: bool = True) -> str:
+        """The first choice's message content, after retries; raises :class:`OpenAIBackendError`.
+
+        ``retry_status=False`` retries only failures without an answer (connection errors, timeouts)."""
         url = "/v1/chat/completions"
         attempt = 0
         while True:
@@ -165,7 +170,7 @@ class OpenAIChatModel:
                 if response.is_success:
                     return self._content(response, attempt)
                 failure = f"HTTP {response.status_code}: {response.text[:300]}"
-                if not _retryable(response.status_code):
+                if not (retry_status and _retryable(response.status_code)):
                     raise OpenAIBackendError(
                         f"POST {url} failed: {failure}",
                         status=response.status_code,
@@ -232,29 +237,47 @@ class OpenAIChatModel:
             "Answer with that choice only."
         )
         chat = _with_instruction(messages, instruction)
-        modes = _PROBE_ORDER if self.structured_mode == "auto" else (self.structured_mode,)
-        for mode in modes:
-            if mode == "none":
-                return None
+        if self.structured_mode == "none":
+            return None
+        if self.structured_mode != "auto":
+            return await self._choose(self.structured_mode, chat, labels, seed, probing=False)
+        refusal: OpenAIBackendError | None = None
+        for mode in _PROBE_ORDER:
             try:
-                text = await self._complete(self._body(chat, **self._constraint(mode, labels), seed=seed))
+                index = await self._choose(mode, chat, labels, seed, probing=True)
             except OpenAIBackendError as exc:
-                if exc.status is None or _retryable(exc.status):
-                    raise
-                log.info("server refused %s structured output: %s", mode, exc)
+                if exc.status is None:
+                    raise  # no answer at all: the server is down, which says nothing about the mode
+                # Some servers report an unknown option as a 500, so a probe takes any error status as a refusal.
+                log.info("%s: server refused %s structured output: %s", self.name, mode, exc)
+                refusal = exc if _retryable(exc.status) else refusal
                 continue
-            index = self._pick(mode, text, labels)
             if index is not None:
-                if self.structured_mode == "auto":
-                    log.info("%s: structured output through %s", self.name, mode)
-                    self.structured_mode = mode
+                log.info("%s: structured output through %s", self.name, mode)
+                self.structured_mode = mode
                 return index
-            log.info("%s structured output ignored by the server: %r", mode, text[:80])
-            if self.structured_mode != "auto":
-                return None
+        if refusal is not None:
+            raise refusal  # perhaps a passing overload rather than a refusal: probe again next time
         log.warning("%s: no structured output honoured; appraisals will parse free text", self.name)
         self.structured_mode = "none"
         return None
+
+    async def _choose(
+        self, mode: StructuredMode, chat: list[dict[str, str]], labels: list[str], seed: int, *, probing: bool
+    ) -> int | None:
+        body = self._body(chat, **self._constraint(mode, labels), seed=seed)
+        try:
+            text = await self._complete(body, retry_status=not probing)
+        except OpenAIBackendError as exc:
+            if probing or exc.status is None or _retryable(exc.status):
+                raise
+            log.warning("%s: server refused %s structured output, now off: %s", self.name, mode, exc)
+            self.structured_mode = "none"
+            return None
+        index = self._pick(mode, text, labels)
+        if index is None:
+            log.info("%s: %s structured output ignored by the server: %r", self.name, mode, text[:80])
+        return index
 
     @staticmethod
     def _constraint(mode: StructuredMode, labels: list[str]) -> dict[str, Any]:

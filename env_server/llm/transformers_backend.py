@@ -260,6 +260,9 @@ class TransformersChatModel:
         return await self.scheduler.submit(_Generate(messages, max_new_tokens, seed, prefix))
 
     async def score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float] | None:
+        if not choices or not all(choices):
+            # Refused here, alone, rather than failing every request of the batch it would join.
+            raise ValueError("score needs at least one choice, and no empty ones")
         return await self.scheduler.submit(_Score(messages, prefix, choices))
 
     async def aclose(self) -> None:

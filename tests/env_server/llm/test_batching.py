@@ -240,6 +240,15 @@ def test_the_model_runs_a_batch_of_one_through_the_unbatched_code() -> None:
     assert _batch_key(score) == ("score",)
 
 
+@pytest.mark.parametrize("choices", [[], [" ok", ""]])
+def test_the_model_refuses_empty_choices_before_they_join_a_batch(choices: list[str]) -> None:
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    fake = SimpleNamespace(scheduler=SimpleNamespace(submit=None))  # never reached
+    with pytest.raises(ValueError, match="at least one choice"):
+        asyncio.run(TransformersChatModel.score(fake, [{"role": "user", "content": "hi"}], "I feel", choices))
+
+
 PROMPTS = [
     ([{"role": "user", "content": "Say something about the weather."}], ""),
     (

@@ -152,30 +152,51 @@ def test_score_is_unavailable() -> None:
     assert run(Server(completion("x")).model, lambda m: m.score(CHAT, "I feel", LABELS)) is None
 
 
+def kind(body: dict) -> str:
+    return next(key for key in ("grammar", "response_format", "structured_outputs") if key in body)
+
+
 def llama_cpp_python_like(body: dict) -> httpx.Response:
-    """Refuses OpenAI's json_schema (422, as llama-cpp-python does) and honours a GBNF grammar."""
+    """Honours a GBNF grammar; answers OpenAI's json_schema with a 500, as llama-cpp-python's server does."""
     if "response_format" in body:
-        return httpx.Response(422, json={"detail": "type must be 'text' or 'json_object'"})
-    assert body["grammar"].startswith('root ::= "much worse" | "worse"') and body["temperature"] == 0.0
-    return completion("a little better")
+        return httpx.Response(500, json={"error": {"message": "Input should be 'text' or 'json_object'"}})
+    if "grammar" in body:
+        assert body["grammar"].startswith('root ::= "much worse" | "worse"') and body["temperature"] == 0.0
+        return completion("a little better")
+    return completion("Some free text.")
 
 
-def test_choose_auto_finds_the_grammar_a_server_honours_and_keeps_it() -> None:
-    server = Server(llama_cpp_python_like)
+def openai_like(body: dict) -> httpx.Response:
+    """Refuses unknown options with a 400; honours json_schema."""
+    if "grammar" in body or "structured_outputs" in body:
+        return httpx.Response(400, json={"error": {"message": "Unrecognized request argument supplied: grammar"}})
+    return completion('{"choice": "worse"}')
+
+
+def vllm_like(body: dict) -> httpx.Response:
+    """Ignores unknown options (free text); honours json_schema."""
+    return completion('{"choice":"much better"}' if "response_format" in body else "I feel okay I guess.")
+
+
+@pytest.mark.parametrize(
+    ("server", "index", "mode", "kinds"),
+    [
+        (llama_cpp_python_like, 4, "grammar", ["grammar", "grammar"]),
+        (openai_like, 1, "json_schema", ["grammar", "response_format", "response_format"]),
+        (vllm_like, 6, "json_schema", ["grammar", "response_format", "response_format"]),
+    ],
+)
+def test_choose_auto_finds_the_way_a_server_honours_and_keeps_it(server, index, mode, kinds) -> None:
+    fake = Server(server)
 
     async def twice(model: OpenAIChatModel):
         return [await model.choose(CHAT, FEELING_PREFIX, LABELS, seed=s) for s in (1, 2)], model.structured_mode
 
-    assert run(server.model, twice) == ([4, 4], "grammar")
-    kinds = ["grammar" if "grammar" in body else "response_format" for _, body in server.requests]
-    assert kinds == ["response_format", "grammar", "grammar"]  # the refused way is not tried again
-
-
-def test_choose_reads_a_json_schema_answer() -> None:
-    server = Server(completion('{"choice": "worse"}'))
-    assert run(server.model, lambda m: m.choose(CHAT, FEELING_PREFIX, LABELS, seed=1)) == 1
-    response_format = server.requests[0][1]["response_format"]
-    assert response_format["json_schema"]["schema"]["properties"]["choice"]["enum"][0] == "much worse"
+    assert run(fake.model, twice) == ([index, index], mode)
+    assert [kind(body) for _, body in fake.requests] == kinds  # a refused way is not tried again
+    response_format = fake.requests[-1][1].get("response_format")
+    if response_format:
+        assert response_format["json_schema"]["schema"]["properties"]["choice"]["enum"][0] == "much worse"
 
 
 def test_choose_gives_up_when_no_constraint_is_honoured() -> None:
@@ -186,13 +207,34 @@ def test_choose_gives_up_when_no_constraint_is_honoured() -> None:
         return first, model.structured, await model.choose(CHAT, FEELING_PREFIX, LABELS, seed=1)
 
     assert run(server.model, choose_twice) == (None, False, None)
-    assert len(server.requests) == 3  # json_schema, grammar, choice; then no more tries
+    assert [kind(body) for _, body in server.requests] == ["grammar", "response_format", "structured_outputs"]
+
+
+def test_a_probe_that_met_a_server_error_raises_and_probes_again_later() -> None:
+    server = Server(lambda body: httpx.Response(503) if "response_format" in body else completion("meh"))
+
+    async def probe(model: OpenAIChatModel):
+        with pytest.raises(OpenAIBackendError, match="HTTP 503"):
+            await model.choose(CHAT, FEELING_PREFIX, LABELS, seed=1)
+        return model.structured_mode
+
+    assert run(server.model, probe) == "auto" and len(server.requests) == 3  # no retries while probing
+
+
+def test_an_explicit_mode_the_server_refuses_turns_structured_output_off() -> None:
+    server = Server(openai_like)
+
+    async def choose(model: OpenAIChatModel):
+        return await model.choose(CHAT, FEELING_PREFIX, LABELS, seed=1), model.structured
+
+    assert run(lambda: server.model(structured_output="grammar"), choose) == (None, False)
 
 
 def test_choose_raises_when_the_server_is_down() -> None:
     server = Server(httpx.ConnectTimeout("slow"))
-    with pytest.raises(OpenAIBackendError):
-        run(lambda: server.model(retries=0), lambda m: m.choose(CHAT, FEELING_PREFIX, LABELS, seed=1))
+    with pytest.raises(OpenAIBackendError, match="after 2 attempts"):
+        run(lambda: server.model(retries=1), lambda m: m.choose(CHAT, FEELING_PREFIX, LABELS, seed=1))
+    assert len(server.requests) == 2  # connection failures are retried even while probing
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -239,7 +281,7 @@ def llama_url() -> Iterator[str]:
     from tests.support.llama_server import ensure_llama_server_installed, llama_server
 
     ensure_llama_server_installed()
-    with llama_server(bundled_smollm2(), threads=2) as url:
+    with llama_server(bundled_smollm2()) as url:
         yield url
 
 
