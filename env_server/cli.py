@@ -12,13 +12,18 @@ __all__ = ["main"]
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     # Flags default to None so that only the ones given override ATTUNE_* environment variables.
-    parser.add_argument("--backend", choices=["transformers", "heuristic"], help="simulator backend [transformers]")
+    parser.add_argument(
+        "--backend", choices=["transformers", "openai", "heuristic"], help="simulator backend [transformers]"
+    )
+    parser.add_argument("--openai-base-url", help="OpenAI-compatible server for --backend openai")
+    parser.add_argument("--openai-model", help="model name on that server")
     parser.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2-135M-Instruct]")
     parser.add_argument("--device", help="torch device: cpu, cuda, cuda:1 [cpu]")
     parser.add_argument("--packs", action="append", help="persona pack file or folder (repeatable) [personas/]")
     parser.add_argument("--max-turns", type=int, help="supporter turns before truncation [10]")
     parser.add_argument("--reward-mode", choices=["terminal", "dense"], help="default reward mode [terminal]")
     parser.add_argument("--temperature", type=float, help="simulator sampling temperature, 0 = greedy [0.7]")
+    parser.add_argument("--store", help="episode store: memory or redis://host:port/db [memory]")
 
 
 def _settings(args: argparse.Namespace, **extra: object):
@@ -26,7 +31,20 @@ def _settings(args: argparse.Namespace, **extra: object):
 
     given = {
         name: value
-        for name in ("backend", "model", "device", "packs", "max_turns", "reward_mode", "temperature", "host", "port")
+        for name in (
+            "backend",
+            "model",
+            "device",
+            "packs",
+            "max_turns",
+            "reward_mode",
+            "temperature",
+            "host",
+            "port",
+            "openai_base_url",
+            "openai_model",
+            "store",
+        )
         if (value := getattr(args, name, None)) is not None
     }
     return Settings(**given, **extra)

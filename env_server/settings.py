@@ -30,6 +30,7 @@ class BackendName(str, Enum):
     """Which simulator backend serves the episodes."""
 
     transformers = "transformers"
+    openai = "openai"
     heuristic = "heuristic"
 
 
@@ -42,6 +43,17 @@ class Settings(BaseSettings):
     model: str | None = Field(
         default=None,
         description="HF model directory or GGUF file for the transformers backend; the bundled SmolLM2 when absent.",
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible server for the openai backend (vLLM, SGLang, llama.cpp, hosted)."
+    )
+    openai_model: str = Field(default="default", description="Model name sent to the OpenAI-compatible server.")
+    openai_api_key: SecretStr | None = Field(default=None, description="Bearer key for the OpenAI-compatible server.")
+    openai_max_concurrency: int = Field(default=32, ge=1, description="Requests in flight to that server.")
+    openai_prefix_mode: str = Field(
+        default="continue",
+        pattern="^(continue|instruct)$",
+        description="'continue' (vLLM, SGLang, llama-server) or 'instruct' (servers that cannot continue a turn).",
     )
     device: str = Field(default="cpu", description="Torch device for the transformers backend (cpu, cuda, cuda:1).")
     dtype: str = Field(default="float32", description="Torch dtype for the transformers backend.")

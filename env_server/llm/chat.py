@@ -4,7 +4,8 @@
 :class:`ChatModel`. The appraisal scores each feeling choice ("much worse" ... "much better") by
 likelihood in one forward pass, calibrated against the same prompt with the reply blanked out, takes the
 best, and then generates the inner thoughts that explain it ("That reply made me feel worse, because ...").
-A model that cannot score (a remote API) writes its thoughts freely and the feeling it names is parsed.
+A model that cannot score (a remote API) picks the choice under constrained decoding when its server supports
+that (``choose``); otherwise it writes its thoughts freely and the feeling they name is parsed.
 When nothing usable comes back, the heuristic appraiser decides the change instead; that fallback is
 counted and logged, never a silent 0.
 """
@@ -109,13 +110,20 @@ class ChatSimulator:
         messages = appraisal_messages(context)
         labels = [label for label, _ in FEELING_CHOICES]
         scores = await self.model.score(messages, FEELING_PREFIX, labels)
+        chosen: int | None = None
+        signals: dict[str, float] = {}
         if scores is not None:
             # Contextual calibration: a small model prefers some labels whatever it reads, so each label's
             # score with the real reply is measured against its score when the supporter said nothing.
             baseline = await self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels)
             calibrated = [score - base for score, base in zip(scores, baseline or [0.0] * len(scores), strict=True)]
-            best = max(range(len(calibrated)), key=calibrated.__getitem__)
-            label, value = FEELING_CHOICES[best]
+            chosen = max(range(len(calibrated)), key=calibrated.__getitem__)
+            signals = {name.strip(): round(score, 4) for name, score in zip(labels, calibrated, strict=True)}
+        elif (choose := getattr(self.model, "choose", None)) is not None:
+            # A remote server that constrains decoding picks the choice outright.
+            chosen = await choose(messages, FEELING_PREFIX, labels, seed=context.seed)
+        if chosen is not None:
+            label, value = FEELING_CHOICES[chosen]
             lead = f"{FEELING_PREFIX}{label}, because"
             thoughts = clean_reply(
                 lead
@@ -123,12 +131,11 @@ class ChatSimulator:
                     messages, max_new_tokens=self.thoughts_tokens, seed=context.seed, prefix=lead
                 )
             )
-            signals = {name.strip(): round(score, 4) for name, score in zip(labels, calibrated, strict=True)}
         else:
             thoughts = clean_reply(
                 await self.model.generate(messages, max_new_tokens=self.thoughts_tokens, seed=context.seed)
             )
-            value, signals = parse_feeling(thoughts), {}
+            value = parse_feeling(thoughts)
         if value is None:
             self.fallbacks += 1
             log.warning("appraisal fallback #%d: no usable feeling in %r", self.fallbacks, thoughts[:80])

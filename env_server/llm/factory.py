@@ -13,8 +13,23 @@ def build_simulator(settings: Settings) -> Simulator:
     """The simulator named by ``settings.backend``; loads model weights (slow) for model backends."""
     if settings.backend is BackendName.heuristic:
         return HeuristicSimulator()
-    # Imported here: the heuristic server and the personas CLI must not pay for importing torch.
     from env_server.llm.chat import ChatSimulator
+
+    if settings.backend is BackendName.openai:
+        from env_server.llm.openai_backend import OpenAIChatModel
+
+        if not settings.openai_base_url:
+            raise ValueError("the openai backend needs ATTUNE_OPENAI_BASE_URL (or --openai-base-url)")
+        remote = OpenAIChatModel(
+            settings.openai_base_url,
+            settings.openai_model,
+            api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+            max_concurrency=settings.openai_max_concurrency,
+            temperature=settings.temperature,
+            prefix_mode=settings.openai_prefix_mode,
+        )
+        return ChatSimulator(remote, max_new_tokens=settings.max_new_tokens, thoughts_tokens=settings.thoughts_tokens)
+    # Imported here: the heuristic server and the personas CLI must not pay for importing torch.
     from env_server.llm.transformers_backend import TransformersChatModel
 
     model = TransformersChatModel(

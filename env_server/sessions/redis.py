@@ -9,8 +9,9 @@ Keys, for a store built with ``prefix="attune:"``:
 A step is :meth:`RedisStore.lease` then :meth:`RedisStore.save`: the save is one Lua script that writes
 the episode only while the lease key still holds this step's token. A server killed with ``kill -9``
 mid-step leaves its lease behind; the episode answers :class:`~env_server.errors.EpisodeBusy` until
-the lease expires ``lease_s`` later, then steps normally. ``lease_s`` must therefore exceed the slowest
-step (model calls included), or a slow step loses its lease and its save is refused with
+the lease expires ``lease_s`` later, then steps normally. A live step renews its lease every
+``lease_s / 3`` seconds, so a slow model call never loses it and ``lease_s`` can stay short; a step that
+lost its lease anyway (its event loop stalled past ``lease_s``) has its save refused with
 :class:`LeaseExpired` instead of overwriting whatever another server committed meanwhile.
 
 Every write is safe to send twice (redis-py retries a command once the connection drops): re-creating
@@ -22,6 +23,7 @@ so nothing is ever half-applied.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -62,6 +64,12 @@ return 0
 _SAVE_LEASED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 if redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[3]) then return 1 end
+return 0
+"""
+
+# KEYS[1]: lease, ARGV: token, TTL in ms. Extends the lease only if it is still ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -140,6 +148,7 @@ class RedisStore:
         self._create = self._redis.register_script(_CREATE)
         self._save_leased = self._redis.register_script(_SAVE_LEASED)
         self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
         # Lease tokens this task holds, episode id -> token. A ContextVar rather than a dict on the store,
         # so two steps in one process never see each other's token (a step whose lease expired and was
         # retaken by another request here must still be refused).
@@ -222,9 +231,11 @@ class RedisStore:
             if not acquired and await self._redis.get(key) != token:
                 raise EpisodeBusy(episode_id)
         held = self._held.set({**self._held.get(), episode_id: token})
+        heartbeat = asyncio.create_task(self._keep(key, token))
         try:
             yield
         finally:
+            heartbeat.cancel()
             self._held.reset(held)
             try:
                 with _reachable():
@@ -232,6 +243,17 @@ class RedisStore:
             except BackendUnavailable as exc:
                 # Raising here would hide the step's own outcome; the lease expires by itself.
                 log.warning("lease on episode %s not released (expires in %g s): %s", episode_id, self.lease_s, exc)
+
+    async def _keep(self, key: str, token: str) -> None:
+        """Renew a held lease until cancelled; stop quietly once it is no longer ours or Redis is gone."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await self._renew(keys=[key], args=[token, _ms(self.lease_s)]):
+                    return
+            except Exception as exc:  # the save will report an unreachable store; this task must not
+                log.warning("lease %s not renewed: %s", key, exc)
+                return
 
     async def count(self) -> int:
         """Episodes stored under this prefix (an incremental SCAN; Redis skips expired keys)."""

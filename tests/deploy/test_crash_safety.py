@@ -57,7 +57,10 @@ def test_two_servers_serve_alternating_steps_of_one_episode() -> None:
 
 @pytest.mark.slow
 def test_kill_9_during_a_step_applies_nothing_and_episode_continues() -> None:
-    extra = {"ATTUNE_STEP_LEASE_S": "4", "ATTUNE_MAX_NEW_TOKENS": "24", "ATTUNE_THOUGHTS_TOKENS": "24"}
+    # A live step renews its lease, so the lease can be short: the dead server's lease blocks the episode
+    # for at most that long after the crash.
+    lease_s = 3
+    extra = {"ATTUNE_STEP_LEASE_S": str(lease_s), "ATTUNE_MAX_NEW_TOKENS": "24", "ATTUNE_THOUGHTS_TOKENS": "24"}
     with redis_server() as port:
         env = env_for(port, backend="transformers", **extra)
         first = ServerProcess(env, free_port()).wait_ready(600)
@@ -83,10 +86,17 @@ def test_kill_9_during_a_step_applies_nothing_and_episode_continues() -> None:
         with attune_server(env, ready_timeout=600) as second:
             after = httpx.get(f"{second.url}/v1/episodes/{episode}").json()
             assert after == before and consistent(after)
-            blocked = httpx.post(f"{second.url}/v1/episodes/{episode}/step", json={"action": "Hello?"}, timeout=120)
-            if blocked.status_code == 409:  # the dead server's lease has not expired yet
-                assert blocked.json()["error"]["code"] == "episode_busy"
-                time.sleep(4.5)
-            resumed = httpx.post(f"{second.url}/v1/episodes/{episode}/step", json={"action": "Hello?"}, timeout=120)
-            assert resumed.status_code == 200 and resumed.json()["info"]["turn"] == 1
+            deadline = time.monotonic() + lease_s + 5
+            while True:
+                resumed = httpx.post(
+                    f"{second.url}/v1/episodes/{episode}/step",
+                    json={"action": "Hello?", "request_id": "r"},
+                    timeout=120,
+                )
+                if resumed.status_code != 409 or time.monotonic() > deadline:
+                    break
+                assert resumed.json()["error"]["code"] == "episode_busy"  # the dead server's lease has not expired
+                time.sleep(1)
+            assert resumed.status_code == 200, resumed.text
+            assert resumed.json()["info"]["turn"] == 1
             assert consistent(httpx.get(f"{second.url}/v1/episodes/{episode}").json())

@@ -353,3 +353,28 @@ def test_real_concurrent_generations_stay_within_the_limit(llama_url: str) -> No
     texts = run(real(llama_url, max_concurrency=2, transport=counting), eight)
     assert len(texts) == 8 and all(text.strip() for text in texts)
     assert counting.sent == 8 and counting.peak == 2
+
+
+@pytest.mark.slow
+def test_server_with_the_openai_backend_serves_an_episode(llama_url: str) -> None:
+    from env_server.app import create_app
+    from env_server.embedded import serve_in_thread
+    from env_server.settings import Settings
+
+    settings = Settings(
+        backend="openai",
+        openai_base_url=llama_url,
+        openai_model="smollm2",
+        openai_prefix_mode="instruct",
+        max_new_tokens=24,
+        thoughts_tokens=24,
+    )
+    with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url, timeout=300) as http:
+        assert http.get("/readyz").json()["backend"] == "openai:smollm2"
+        episode = http.post("/v1/episodes", json={"seed": 2}).json()["episode_id"]
+        step = http.post(f"/v1/episodes/{episode}/step", json={"action": "That sounds hard. What happened?"})
+        assert step.status_code == 200, step.text
+        body = step.json()
+        assert body["observation"].strip() and -10 <= body["info"]["delta"] <= 10
+        internals = http.get(f"/v1/episodes/{episode}", params={"view": "internals"}).json()
+        assert internals["appraisals"][0]["thoughts"]

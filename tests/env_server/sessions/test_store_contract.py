@@ -8,6 +8,7 @@ they never skip. Time-to-live runs on a fake clock for the memory store and on r
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -320,7 +321,7 @@ async def test_step_that_outlived_its_lease_cannot_overwrite_the_newer_state(red
     async with AsyncExitStack() as fast_step:
         async with slow.lease(record.episode_id):
             stale = stepped(await slow.get(record.episode_id), "stale")
-            await asyncio.sleep(0.4)  # the slow server stalls past its lease; the other one takes over
+            time.sleep(0.4)  # the slow server's event loop stalls past its lease: no renewal; another takes over
             await fast_step.enter_async_context(fast.lease(record.episode_id))
             await fast.save(newer := stepped(await fast.get(record.episode_id), "newer"))
             with pytest.raises(LeaseExpired, match="lease") as refused:
@@ -334,12 +335,28 @@ async def test_step_that_outlived_its_lease_cannot_overwrite_the_newer_state(red
 
 
 @pytest.mark.redis
+async def test_a_live_slow_step_keeps_renewing_its_lease(redis: Backend) -> None:
+    store, other = redis.make(lease_s=0.3), redis.make(lease_s=0.3)
+    record = make_record()
+    await store.create(record)
+    async with store.lease(record.episode_id):
+        await asyncio.sleep(1.0)  # a slow model call: more than three lease lengths
+        with pytest.raises(EpisodeBusy):
+            async with other.lease(record.episode_id):
+                pass
+        await store.save(newer := stepped(record))
+    assert await store.get(record.episode_id) == newer
+    async with other.lease(record.episode_id):  # released on exit, not left to expire
+        pass
+
+
+@pytest.mark.redis
 async def test_expired_lease_refuses_the_save_even_when_nobody_took_over(redis: Backend) -> None:
     store = redis.make(lease_s=0.2)
     record = make_record()
     await store.create(record)
     async with store.lease(record.episode_id):
-        await asyncio.sleep(0.4)
+        time.sleep(0.4)  # a stalled event loop cannot renew the lease
         with pytest.raises(LeaseExpired):
             await store.save(stepped(record))
     assert await store.get(record.episode_id) == record
@@ -361,7 +378,7 @@ async def test_overrunning_step_and_its_successor_in_one_process_keep_separate_l
 
     task = asyncio.create_task(successor())
     async with store.lease(record.episode_id):
-        await asyncio.sleep(0.4)
+        time.sleep(0.4)  # stalled: the lease lapses without renewal
         overran.set()
         await successor_done.wait()
         with pytest.raises(LeaseExpired):
