@@ -135,7 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="checkpoints (default: a temporary folder, nothing saved)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.steps, args.groups_per_step, args.max_turns, args.max_new_tokens = 2, 2, 3, 24
+        args.steps, args.groups_per_step, args.max_turns, args.max_new_tokens = 2, 2, 2, 24
         args.learning_rate = 1e-5
     return args
 

@@ -80,6 +80,9 @@ class _Call(Generic[_T]):
     json: dict[str, Any] | None = None
     retry_errors: tuple[type[Exception], ...] = _TRANSIENT_ERRORS
     retry_unavailable: bool = True
+    wait_while_busy: bool = False
+    """A step retried after a lost reply may find its own first attempt still running (409 episode_busy):
+    wait for it, since the retry then replays that attempt's result (same request id)."""
 
 
 def _episode_path(episode_id: str) -> str:
@@ -127,6 +130,7 @@ def _step_call(episode_id: str, action: str, request_id: str | None) -> _Call[St
         f"{_episode_path(episode_id)}/step",
         lambda r: StepResponse.model_validate_json(r.content),
         json=body,
+        wait_while_busy=True,
     )
 
 
@@ -169,6 +173,21 @@ def _probe_call(path: str) -> _Call[bool]:
     return _Call("GET", path, lambda r: True, retry_errors=(), retry_unavailable=False)
 
 
+_BUSY_WAITS, _BUSY_WAIT_S = 300, 2.0
+"""How long a retried step waits for its own first attempt to finish on the server: up to 10 minutes."""
+
+
+def _own_attempt_running(call: _Call[Any], attempt: int, outcome: httpx.Response | Exception) -> bool:
+    if not (call.wait_while_busy and attempt >= 1 and isinstance(outcome, httpx.Response)):
+        return False
+    if outcome.status_code != 409:
+        return False
+    try:
+        return outcome.json()["error"]["code"] == "episode_busy"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 @dataclass(frozen=True)
 class _RetryPolicy:
     retries: int
@@ -188,6 +207,11 @@ class _RetryPolicy:
             attempt: How many attempts failed before this one (0 for the first).
             outcome: The response or the ``httpx`` exception of this attempt.
         """
+        if _own_attempt_running(call, attempt, outcome):
+            if attempt >= self.retries + _BUSY_WAITS:
+                return None
+            _logger.info("%s %s: the first attempt is still running; waiting for it", call.method, call.path)
+            return _BUSY_WAIT_S
         if attempt >= self.retries:
             return None
         wait = self.backoff * 2**attempt
