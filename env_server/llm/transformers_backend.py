@@ -100,6 +100,8 @@ class TransformersChatModel:
         else:
             where, extra = path, {}
         self.name = f"transformers:{path.name}"
+        self.generated_tokens = 0
+        """Tokens generated so far, up to each row's end of turn (read by the server's metrics)."""
         self.device = torch.device(device)
         self.temperature = temperature
         self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
@@ -147,7 +149,17 @@ class TransformersChatModel:
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )
+        self._count(out[0, ids.shape[1] :])
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    def _count(self, new_tokens) -> None:
+        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        count = 0
+        for token in new_tokens.tolist():
+            count += 1
+            if token in stop:
+                break
+        self.generated_tokens += count
 
     def _score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float]:
         torch = self._torch
@@ -206,6 +218,8 @@ class TransformersChatModel:
                 logits_processor=LogitsProcessorList(sampler),
                 pad_token_id=pad,
             )
+        for row, r in enumerate(requests):
+            self._count(out[row, width : width + r.max_new_tokens])
         return [
             self.tokenizer.decode(out[row, width : width + r.max_new_tokens], skip_special_tokens=True)
             for row, r in enumerate(requests)

@@ -30,9 +30,11 @@ def context(catalog, action: str, seed: int = 1) -> TurnContext:
 
 def test_generation_is_reproducible_per_seed(model) -> None:
     messages = [{"role": "user", "content": "Say something about the weather."}]
+    before = model.generated_tokens
     first = asyncio.run(model.generate(messages, max_new_tokens=12, seed=5))
     again = asyncio.run(model.generate(messages, max_new_tokens=12, seed=5))
     assert first and first == again
+    assert 2 <= model.generated_tokens - before <= 24  # counted for the metrics, at most 12 per call
 
 
 def test_scoring_returns_a_finite_loglikelihood_per_choice(model) -> None:
