@@ -3,17 +3,9 @@ import pytest
 from attune_client.wire import EpisodeStatus, Message, RewardMode, RewardSpec, Role, TerminationReason
 from env_server.agent.episode import EpisodeRecord, advance, turn_seed
 from env_server.llm.protocol import Appraisal
-from env_server.personas.schema import Persona
+from tests.support.personas import minimal_persona
 
-PERSONA = Persona(
-    id="p1",
-    name="P",
-    profile="x",
-    background="y",
-    hidden_intention="z",
-    intention_type="vent",
-    reactions={"high": "a", "medium": "b", "low": "c", "fit": "d", "miss": "e"},
-)
+PERSONA = minimal_persona()
 
 
 def record(

@@ -3,17 +3,13 @@ import pytest
 from attune_client.wire import RewardMode, RewardSpec, Role
 from env_server.agent.reward import grounding_acts, integrity_findings, step_components
 from env_server.llm.protocol import Turn
-from env_server.personas.schema import Persona
+from tests.support.personas import minimal_persona
 
-REACTIONS = {"high": "a", "medium": "b", "low": "c", "fit": "d", "miss": "e"}
-FLU = Persona(
+FLU = minimal_persona(
     id="vy",
     name="Vy",
-    profile="x",
-    background="y",
     hidden_intention="to feel respected",
     intention_type="false_belief",
-    reactions=REACTIONS,
     false_beliefs=[
         {
             "claim": "Antibiotics will cure my flu",
@@ -22,9 +18,7 @@ FLU = Persona(
         }
     ],
 )
-VENT = Persona(
-    id="mo", name="Mo", profile="x", background="y", hidden_intention="z", intention_type="vent", reactions=REACTIONS
-)
+VENT = minimal_persona(id="mo", name="Mo")
 OPENING = (Turn(Role.user, "I need antibiotics for this flu, my doctor is useless."),)
 
 

@@ -22,23 +22,15 @@ from attune_client.wire import Message, RewardMode, RewardSpec, Role
 from env_server.agent.episode import EpisodeRecord, advance
 from env_server.errors import BackendUnavailable, EpisodeBusy, EpisodeNotFound, RequestConflict
 from env_server.llm.protocol import Appraisal
-from env_server.personas.schema import Persona
 from env_server.sessions.memory import MemoryStore
 from env_server.sessions.protocol import EpisodeStore
 from env_server.sessions.redis import LeaseExpired, RedisStore
+from tests.support.personas import minimal_persona
 
 pytestmark = pytest.mark.asyncio
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-PERSONA = Persona(
-    id="p1",
-    name="P",
-    profile="x",
-    background="y",
-    hidden_intention="z",
-    intention_type="vent",
-    reactions={"high": "a", "medium": "b", "low": "c", "fit": "d", "miss": "e"},
-)
+PERSONA = minimal_persona()
 
 
 def make_record(episode_id: str | None = None, emotion: int = 40) -> EpisodeRecord:
