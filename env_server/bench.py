@@ -19,8 +19,8 @@ import json
 import re
 import statistics
 import time
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -114,20 +114,15 @@ async def run_level(url: str, concurrency: int, steps_per_worker: int, max_turns
     )
 
 
-def _server(url: str | None, env: Mapping[str, str]):
+@contextmanager
+def _server(url: str | None, env: Mapping[str, str]) -> Iterator[str]:
     if url:
-        return nullcontext(url)
+        yield url
+        return
     from env_server.launcher import spawned_server
 
-    class _Url:
-        def __enter__(self) -> str:
-            self._context = spawned_server(env, ready_timeout=600)
-            return self._context.__enter__().url
-
-        def __exit__(self, *exc: object) -> None:
-            self._context.__exit__(*exc)
-
-    return _Url()
+    with spawned_server(env, ready_timeout=600) as server:
+        yield server.url
 
 
 def _measure(url: str | None, env: Mapping[str, str], levels: list[int], steps: int, max_turns: int, label: str):

@@ -71,7 +71,6 @@ __all__ = [
     "recorded_final",
     "score_command",
     "score_dialogue",
-    "scoring_spec",
     "spearman",
 ]
 
@@ -198,12 +197,6 @@ def find_persona(catalog: PersonaCatalog, persona_id: str) -> Persona:
         return catalog.get(persona_id)
     except KeyError:
         raise PersonaNotFound(persona_id) from None
-
-
-def scoring_spec(settings: Settings) -> RewardSpec:
-    """The reward spec an episode on this server gets by default, so scored totals match training rewards."""
-    spec = settings.reward
-    return spec.model_copy(update={"mode": settings.reward_mode}) if settings.reward_mode else spec
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -478,7 +471,7 @@ def score_command(
         print(f"error: the {settings.backend.value} simulator failed to load: {type(exc).__name__}: {exc}", file=err)
         return 1
     try:
-        responses = asyncio.run(_score_all(simulator, dialogues, scoring_spec(settings)))
+        responses = asyncio.run(_score_all(simulator, dialogues, settings.default_reward()))
     except AttuneServerError as exc:
         print(f"error: {exc.message}", file=err)
         return 1

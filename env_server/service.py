@@ -140,9 +140,8 @@ class EpisodeService:
 
     def reward_spec(self, options: EpisodeOptions) -> RewardSpec:
         """The episode's reward spec: the request's, else the server's; ``reward_mode`` overrides its mode."""
-        spec = options.reward or self.settings.reward
-        mode = options.reward_mode or (None if options.reward else self.settings.reward_mode)
-        return spec.model_copy(update={"mode": mode}) if mode else spec
+        spec = options.reward or self.settings.default_reward()
+        return spec.model_copy(update={"mode": options.reward_mode}) if options.reward_mode else spec
 
     def check_action(self, action: str) -> None:
         """Reject blank or over-long supporter replies before touching the episode."""

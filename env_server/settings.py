@@ -123,6 +123,10 @@ class Settings(BaseSettings):
             raise ValueError("store must be 'memory' or a redis:// URL")
         return value
 
+    def default_reward(self) -> RewardSpec:
+        """The reward spec an episode gets when it asks for none: ``reward``, its mode overridden by ``reward_mode``."""
+        return self.reward.model_copy(update={"mode": self.reward_mode}) if self.reward_mode else self.reward
+
     @property
     def auth_enabled(self) -> bool:
         """Whether requests need a bearer key."""

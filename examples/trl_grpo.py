@@ -20,9 +20,7 @@ import argparse
 import importlib.util
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,28 +71,11 @@ def load_policy(path: Path) -> tuple[Any, Any]:
 
 @contextmanager
 def heuristic_server(max_turns: int):
-    """``attune serve --backend heuristic`` on a free loopback port, stopped on exit; yields its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "env_server.cli", "serve", "--backend", "heuristic"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--max-turns", str(max_turns)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        with AttuneClient(url) as probe:
-            deadline = time.monotonic() + 120
-            while not probe.readyz():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"the Attune server did not start ({' '.join(command)})")
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """``attune serve --backend heuristic`` as a child process on a free loopback port; yields its URL."""
+    from env_server.launcher import spawned_server
+
+    with spawned_server({"ATTUNE_BACKEND": "heuristic", "ATTUNE_MAX_TURNS": str(max_turns)}, 120) as server:
+        yield server.url
 
 
 class CountingClient(AttuneClient):

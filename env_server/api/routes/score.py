@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from attune_client.wire import ErrorBody, ScoreRequest, ScoreResponse
 from env_server.api.deps import RuntimeDep
-from env_server.scoring import find_persona, score_dialogue, scoring_spec
+from env_server.scoring import find_persona, score_dialogue
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
@@ -28,7 +28,7 @@ async def score(body: ScoreRequest, runtime: RuntimeDep) -> ScoreResponse:
         body.messages,
         initial_emotion=body.initial_emotion,
         seed=body.seed,
-        spec=scoring_spec(settings),
+        spec=settings.default_reward(),
         max_chars=settings.max_action_chars,
         timer=runtime.metrics.backend_seconds.labels("appraise"),
     )
