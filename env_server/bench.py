@@ -40,19 +40,28 @@ class LevelResult:
     steps_per_s: float
     tokens_per_s: float
     tokens_per_step: float
+    prompt_tokens_per_step: float
+    """Prompt tokens the model computed per step (those served from its prefix cache not counted)."""
+    prompt_cached_share: float
+    """Share of the prompt tokens served from the prefix cache."""
     p50_ms: float
     p99_ms: float
     overhead_share: float
 
 
 def _scrape(text: str) -> dict[str, float]:
-    """Sums of the metrics the bench reads, over all label sets."""
+    """Sums of the metrics the bench reads, over all label sets; prompt tokens by source."""
     wanted = ("attune_simulator_tokens_total", "attune_backend_seconds_sum", "attune_steps_total")
-    totals = dict.fromkeys(wanted, 0.0)
+    totals = dict.fromkeys([*wanted, "prompt:cache", "prompt:computed"], 0.0)
     for line in text.splitlines():
-        match = re.match(r"^(\w+)(?:\{[^}]*\})? ([0-9.eE+-]+)$", line)
-        if match and match.group(1) in totals:
-            totals[match.group(1)] += float(match.group(2))
+        match = re.match(r'^(\w+)(?:\{(?:source="(\w+)")?[^}]*\})? ([0-9.eE+-]+)$', line)
+        if not match:
+            continue
+        name, source, value = match.groups()
+        if name in wanted:
+            totals[name] += float(value)
+        elif name == "attune_prompt_tokens_total" and f"prompt:{source}" in totals:
+            totals[f"prompt:{source}"] += float(value)
     return totals
 
 
@@ -101,6 +110,8 @@ async def run_level(url: str, concurrency: int, steps_per_worker: int, max_turns
     steps = len(latencies)
     tokens = after["attune_simulator_tokens_total"] - before["attune_simulator_tokens_total"]
     backend = after["attune_backend_seconds_sum"] - before["attune_backend_seconds_sum"]
+    computed = after["prompt:computed"] - before["prompt:computed"]
+    cached = after["prompt:cache"] - before["prompt:cache"]
     return LevelResult(
         concurrency=concurrency,
         steps=steps,
@@ -108,6 +119,8 @@ async def run_level(url: str, concurrency: int, steps_per_worker: int, max_turns
         steps_per_s=round(steps / seconds, 3),
         tokens_per_s=round(tokens / seconds, 2),
         tokens_per_step=round(tokens / steps, 2) if steps else 0.0,
+        prompt_tokens_per_step=round(computed / steps, 1) if steps else 0.0,
+        prompt_cached_share=round(cached / (cached + computed), 4) if cached + computed else 0.0,
         p50_ms=round(1000 * _percentile(latencies, 0.5), 2),
         p99_ms=round(1000 * _percentile(latencies, 0.99), 2),
         overhead_share=round(max(0.0, 1 - backend / sum(latencies)), 4) if latencies else 0.0,
@@ -138,12 +151,13 @@ def _measure(url: str | None, env: Mapping[str, str], levels: list[int], steps: 
 def _table(title: str, results: list[LevelResult]) -> str:
     lines = [
         title,
-        f"{'conc':>5} {'steps':>6} {'steps/s':>9} {'tok/s':>8} {'tok/step':>9} {'p50 ms':>9} {'p99 ms':>9}"
-        f" {'overhead':>9}",
+        f"{'conc':>5} {'steps':>6} {'steps/s':>9} {'tok/s':>8} {'tok/step':>9} {'prompt/step':>12} {'cached':>7}"
+        f" {'p50 ms':>9} {'p99 ms':>9} {'overhead':>9}",
     ]
     for r in results:
         lines.append(
             f"{r.concurrency:>5} {r.steps:>6} {r.steps_per_s:>9.2f} {r.tokens_per_s:>8.1f} {r.tokens_per_step:>9.1f} "
+            f"{r.prompt_tokens_per_step:>12.1f} {r.prompt_cached_share:>7.1%} "
             f"{r.p50_ms:>9.1f} {r.p99_ms:>9.1f} {r.overhead_share:>9.1%}"
         )
     return "\n".join(lines)

@@ -42,11 +42,15 @@ class Metrics:
         self.errors = Counter("attune_errors", "Error responses, by code.", ["code"], registry=self.registry)
 
         self._tokens: Callable[[], int] = lambda: 0
+        self._prompt_tokens: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self.registry.register(_TokenCollector(self))
 
-    def count_tokens_with(self, read: Callable[[], int]) -> None:
-        """Read the simulator's own generated-token counter at scrape time."""
+    def count_tokens_with(self, read: Callable[[], int], prompt: Callable[[], tuple[int, int]] | None = None) -> None:
+        """Read the simulator's own token counters at scrape time: generated tokens, and (when the model has a
+        prefix cache) prompt tokens as (served from the cache, computed)."""
         self._tokens = read
+        if prompt is not None:
+            self._prompt_tokens = prompt
 
     def render(self, active_episodes: int) -> bytes:
         """The exposition text, with the gauge read at scrape time."""
@@ -64,3 +68,10 @@ class _TokenCollector(Collector):
         yield CounterMetricFamily(
             "attune_simulator_tokens", "Tokens the simulator model generated.", value=self._metrics._tokens()
         )
+        cached, computed = self._metrics._prompt_tokens()
+        prompt = CounterMetricFamily(
+            "attune_prompt_tokens", "Prompt tokens the simulator model read, by source.", labels=["source"]
+        )
+        prompt.add_metric(["cache"], cached)
+        prompt.add_metric(["computed"], computed)
+        yield prompt

@@ -45,7 +45,10 @@ class Runtime:
             log.exception("simulator failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        self.metrics.count_tokens_with(lambda: getattr(self.simulator, "generated_tokens", 0))
+        self.metrics.count_tokens_with(
+            lambda: getattr(self.simulator, "generated_tokens", 0),
+            lambda: getattr(self.simulator, "prompt_tokens", (0, 0)),
+        )
         self._service = EpisodeService(
             self.settings, self.catalog, self.simulator, self.store, HeuristicSimulator(), self.metrics
         )

@@ -189,6 +189,7 @@ class EpisodeService:
         reply_context = replace(
             context,
             emotion=apply_delta(record.emotion, appraisal.delta),
+            emotion_before=record.emotion,
             thoughts=appraisal.thoughts,
             delta=appraisal.delta,
             seed=turn_seed(record.seed, turn, "reply"),

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="Longest a simulator call waits for others to share its batch."
     )
+    prefix_cache_tokens: int = Field(
+        default=65536,
+        ge=0,
+        description="Tokens of attention states the transformers backend keeps for prompts that repeat; 0 = off.",
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; torch's default when absent."
     )

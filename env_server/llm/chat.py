@@ -4,7 +4,8 @@
 :class:`ChatModel`. The appraisal scores each feeling choice ("much worse" ... "much better") by
 likelihood in one forward pass, calibrated against the same prompt with the reply blanked out, takes the
 best, and then generates the inner thoughts that explain it ("That reply made me feel worse, because ...").
-A model that cannot score (a remote API) picks the choice under constrained decoding when its server supports
+The reply is then written in the same chat, after the thoughts (see :mod:`env_server.llm.prompts`), so a
+model with a prefix cache computes little beyond the new turn. A model that cannot score (a remote API) picks the choice under constrained decoding when its server supports
 that (``choose``); otherwise it writes its thoughts freely and the feeling they name is parsed.
 When nothing usable comes back, the heuristic appraiser decides the change instead; that fallback is
 counted and logged, never a silent 0.
@@ -12,6 +13,7 @@ counted and logged, never a silent 0.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import replace
@@ -41,14 +43,26 @@ class ChatModel(Protocol):
     name: str
 
     async def generate(
-        self, messages: list[dict[str, str]], *, max_new_tokens: int, seed: int, prefix: str = ""
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int,
+        seed: int,
+        prefix: str = "",
+        remember: bool = False,
     ) -> str:
-        """The assistant's completion of a chat, its turn already begun with ``prefix``."""
+        """The assistant's completion of a chat, its turn already begun with ``prefix``.
+
+        ``remember`` hints that later prompts will extend this one (and its completion): a model with a prefix
+        cache keeps its states. Results never depend on it.
+        """
         ...
 
-    async def score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float] | None:
+    async def score(
+        self, messages: list[dict[str, str]], prefix: str, choices: list[str], *, remember: bool = False
+    ) -> list[float] | None:
         """Mean log-likelihood of each choice after the chat's assistant turn began with ``prefix``;
-        None when the model cannot score."""
+        None when the model cannot score. ``remember`` as for :meth:`generate`."""
         ...
 
     async def aclose(self) -> None:
@@ -106,16 +120,25 @@ class ChatSimulator:
         """Tokens the model generated so far (0 when the model does not count them)."""
         return getattr(self.model, "generated_tokens", 0)
 
+    @property
+    def prompt_tokens(self) -> tuple[int, int]:
+        """Prompt tokens the model read so far: (served from its prefix cache, computed); (0, 0) without one."""
+        cache = getattr(self.model, "prefix_cache", None)
+        return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
     async def appraise(self, context: TurnContext) -> Appraisal:
         messages = appraisal_messages(context)
         labels = [label for label, _ in FEELING_CHOICES]
-        scores = await self.model.score(messages, FEELING_PREFIX, labels)
+        # Contextual calibration: a small model prefers some labels whatever it reads, so each label's score
+        # with the real reply is measured against its score when the supporter said nothing. Both are asked at
+        # once, so a batching model answers them in one batch.
+        scores, baseline = await asyncio.gather(
+            self.model.score(messages, FEELING_PREFIX, labels, remember=True),
+            self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels),
+        )
         chosen: int | None = None
         signals: dict[str, float] = {}
         if scores is not None:
-            # Contextual calibration: a small model prefers some labels whatever it reads, so each label's
-            # score with the real reply is measured against its score when the supporter said nothing.
-            baseline = await self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels)
             calibrated = [score - base for score, base in zip(scores, baseline or [0.0] * len(scores), strict=True)]
             chosen = max(range(len(calibrated)), key=calibrated.__getitem__)
             signals = {name.strip(): round(score, 4) for name, score in zip(labels, calibrated, strict=True)}
@@ -128,7 +151,7 @@ class ChatSimulator:
             thoughts = clean_reply(
                 lead
                 + await self.model.generate(
-                    messages, max_new_tokens=self.thoughts_tokens, seed=context.seed, prefix=lead
+                    messages, max_new_tokens=self.thoughts_tokens, seed=context.seed, prefix=lead, remember=True
                 )
             )
         else:

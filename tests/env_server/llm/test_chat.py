@@ -19,11 +19,11 @@ class ScriptedModel:
     def __init__(self, text: str, scores: list[float] | None = None) -> None:
         self.text, self.scores, self.calls = text, scores, []
 
-    async def generate(self, messages, *, max_new_tokens: int, seed: int, prefix: str = "") -> str:
+    async def generate(self, messages, *, max_new_tokens: int, seed: int, prefix: str = "", remember=False) -> str:
         self.calls.append(("generate", prefix))
         return self.text
 
-    async def score(self, messages, prefix, choices):
+    async def score(self, messages, prefix, choices, *, remember=False):
         self.calls.append(("score", messages[-1]["content"]))
         return self.scores
 
