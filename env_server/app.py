@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, *, simulator: Simulator | None 
         lifespan=lifespan,
     )
     _install_error_handlers(app, metrics)
-    for module in (health, metrics_route, personas, episodes, score):
+    for module in (episodes, health, metrics_route, personas, score):
         app.include_router(module.router)
     app.add_middleware(
         ApiKeyMiddleware,

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -70,10 +72,56 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def _worker(http: httpx.AsyncClient, steps: int, latencies: list[float], max_turns: int, seed: int) -> None:
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that sends JSON and reads a ``Content-Length`` response.
+
+    The load generator shares the machine with the server, and httpx spends more CPU per request than the
+    heuristic server spends per step, so through httpx the bench mostly measured its own client.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, root: str) -> None:
+        self._reader, self._writer, self._host, self._root = reader, writer, host, root
+
+    @classmethod
+    async def open(cls, url: str) -> _Connection:
+        """Connect to the server at ``url`` (http or https; its path, if any, prefixes every request)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        secure = parts.scheme == "https"
+        reader, writer = await asyncio.open_connection(
+            parts.hostname, parts.port or (443 if secure else 80), ssl=secure
+        )
+        return cls(reader, writer, parts.netloc, parts.path.rstrip("/"))
+
+    async def request(self, method: str, path: str, body: object = None) -> Any:
+        """The decoded JSON answer (None when empty); RuntimeError on an error status."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        self._writer.write(
+            f"{method} {self._root}{path} HTTP/1.1\r\nhost: {self._host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        status_line, *header_lines = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)}
+        if "chunked" in headers.get("transfer-encoding", ""):
+            raise RuntimeError(f"{method} {path}: chunked responses are not supported")
+        length = int(headers.get("content-length", 0))
+        data = await self._reader.readexactly(length) if length else b""
+        status = int(status_line.split(" ", 2)[1])
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {status}: {data.decode(errors='replace')}")
+        return json.loads(data) if data else None
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+async def _worker(http: _Connection, steps: int, latencies: list[float], max_turns: int, seed: int) -> None:
     done = 0
     while done < steps:
-        created = (await http.post("/v1/episodes", json={"seed": seed, "options": {"max_turns": max_turns}})).json()
+        created = await http.request("POST", "/v1/episodes", {"seed": seed, "options": {"max_turns": max_turns}})
         episode, history, observation = (
             created["episode_id"],
             [("user", created["observation"])],
@@ -84,28 +132,30 @@ async def _worker(http: httpx.AsyncClient, steps: int, latencies: list[float], m
         while not finished and done < steps:
             action = empathic(observation, history)
             started = time.perf_counter()
-            response = await http.post(f"/v1/episodes/{episode}/step", json={"action": action})
+            body = await http.request("POST", f"/v1/episodes/{episode}/step", {"action": action})
             latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-            body = response.json()
             observation = body["observation"]
             history += [("assistant", action), ("user", observation)]
             finished = body["terminated"] or body["truncated"]
             done += 1
-        await http.delete(f"/v1/episodes/{episode}")
+        await http.request("DELETE", f"/v1/episodes/{episode}")
 
 
 async def run_level(url: str, concurrency: int, steps_per_worker: int, max_turns: int = 10) -> LevelResult:
     """Run one concurrency level against ``url``."""
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
         before = _scrape((await http.get("/metrics")).text)
+        connections = [await _Connection.open(url) for _ in range(concurrency)]
         latencies: list[float] = []
         started = time.perf_counter()
-        await asyncio.gather(
-            *(_worker(http, steps_per_worker, latencies, max_turns, 1000 * i) for i in range(concurrency))
-        )
-        seconds = time.perf_counter() - started
+        try:
+            await asyncio.gather(
+                *(_worker(connections[i], steps_per_worker, latencies, max_turns, 1000 * i) for i in range(concurrency))
+            )
+        finally:
+            seconds = time.perf_counter() - started
+            for connection in connections:
+                await connection.aclose()
         after = _scrape((await http.get("/metrics")).text)
     steps = len(latencies)
     tokens = after["attune_simulator_tokens_total"] - before["attune_simulator_tokens_total"]

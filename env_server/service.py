@@ -14,8 +14,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TypeVar
 
 from prometheus_client import Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from attune_client.wire import (
     AppraisalView,
@@ -54,6 +56,8 @@ __all__ = ["EpisodeService", "backend_boundary"]
 
 log = logging.getLogger("attune.service")
 
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
+
 
 @asynccontextmanager
 async def backend_boundary(backend: str, timer: Histogram | None = None) -> AsyncIterator[None]:
@@ -90,6 +94,15 @@ class EpisodeService:
         self.store = store
         self.fallback = fallback
         """Writes a reply when the model's own one had to be withheld entirely (see :meth:`_public_text`)."""
+        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
+
+    def _labelled(self, metric: _Metric, value: str) -> _Metric:
+        """``metric.labels(value)``, looked up once: ``labels()`` takes a lock and builds a key on every call."""
+        key = (id(metric), value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(value)
+        return child  # type: ignore[return-value]
 
     def persona(self, persona_id: str) -> Persona:
         """A loaded persona, or PersonaNotFound."""
@@ -107,7 +120,7 @@ class EpisodeService:
         )
         opening = persona.opening
         if not opening:
-            async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("opening")):
+            async with backend_boundary(self.simulator.name, self._labelled(self.metrics.backend_seconds, "opening")):
                 opening = await self.simulator.opening(context)
             opening = await self._public_text(opening, context, private=[])
         record = EpisodeRecord(
@@ -168,7 +181,7 @@ class EpisodeService:
                 record, persona, request.action, appraisal, reply, request.request_id or uuid.uuid4().hex
             )
             await self.store.save(updated)
-        self.metrics.steps.labels("applied").inc()
+        self._labelled(self.metrics.steps, "applied").inc()
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         return _response(step)
 
@@ -181,7 +194,7 @@ class EpisodeService:
             turn=turn,
             seed=turn_seed(record.seed, turn, "appraise"),
         )
-        async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("appraise")):
+        async with backend_boundary(self.simulator.name, self._labelled(self.metrics.backend_seconds, "appraise")):
             appraisal = await self.simulator.appraise(context)
         appraisal = replace(appraisal, delta=clamp_delta(appraisal.delta))
         if appraisal.fallback:
@@ -194,7 +207,7 @@ class EpisodeService:
             delta=appraisal.delta,
             seed=turn_seed(record.seed, turn, "reply"),
         )
-        async with backend_boundary(self.simulator.name, self.metrics.backend_seconds.labels("reply")):
+        async with backend_boundary(self.simulator.name, self._labelled(self.metrics.backend_seconds, "reply")):
             reply = await self.simulator.reply(reply_context)
         reply = await self._public_text(reply, reply_context, private=[appraisal.thoughts])
         return appraisal, reply

@@ -1,4 +1,9 @@
-"""Request dependencies shared by the routers."""
+"""Request dependencies shared by the routers.
+
+Each is an ``async def`` that reads the request itself: FastAPI runs a plain ``def`` dependency in a worker
+thread, and solves every nested dependency anew per request; at a few hundred steps per second both cost
+more CPU than the rest of a heuristic step.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +18,22 @@ from env_server.service import EpisodeService
 __all__ = ["CallerDep", "OwnerDep", "RuntimeDep", "ServiceDep"]
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_service(runtime: Annotated[Runtime, Depends(get_runtime)]) -> EpisodeService:
-    return runtime.service
+async def get_service(request: Request) -> EpisodeService:
+    return (await get_runtime(request)).service
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """The authenticated caller (set by the API-key middleware)."""
     return getattr(request.state, "caller", ANONYMOUS)
 
 
-def get_owner(caller: Annotated[Caller, Depends(get_caller)]) -> str | None:
+async def get_owner(request: Request) -> str | None:
     """Who owns the episodes this request touches: the API key's fingerprint, None when keys are off."""
-    return caller.owner
+    return (await get_caller(request)).owner
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

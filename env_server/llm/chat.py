@@ -5,15 +5,15 @@
 likelihood in one forward pass, calibrated against the same prompt with the reply blanked out, takes the
 best, and then generates the inner thoughts that explain it ("That reply made me feel worse, because ...").
 The reply is then written in the same chat, after the thoughts (see :mod:`env_server.llm.prompts`), so a
-model with a prefix cache computes little beyond the new turn. A model that cannot score (a remote API) picks the choice under constrained decoding when its server supports
-that (``choose``); otherwise it writes its thoughts freely and the feeling they name is parsed.
+model with a prefix cache computes little beyond the new turn. A model that cannot score (a remote API)
+picks the choice under constrained decoding when its server supports that (``choose``); otherwise it writes
+its thoughts freely and the feeling they name is parsed.
 When nothing usable comes back, the heuristic appraiser decides the change instead; that fallback is
 counted and logged, never a silent 0.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import replace
@@ -129,16 +129,14 @@ class ChatSimulator:
     async def appraise(self, context: TurnContext) -> Appraisal:
         messages = appraisal_messages(context)
         labels = [label for label, _ in FEELING_CHOICES]
-        # Contextual calibration: a small model prefers some labels whatever it reads, so each label's score
-        # with the real reply is measured against its score when the supporter said nothing. Both are asked at
-        # once, so a batching model answers them in one batch.
-        scores, baseline = await asyncio.gather(
-            self.model.score(messages, FEELING_PREFIX, labels, remember=True),
-            self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels),
-        )
+        scores = await self.model.score(messages, FEELING_PREFIX, labels, remember=True)
         chosen: int | None = None
         signals: dict[str, float] = {}
         if scores is not None:
+            # Contextual calibration: a small model prefers some labels whatever it reads, so each label's score
+            # with the real reply is measured against its score when the supporter said nothing. Asked after the
+            # real one, the blank-reply prompt finds all it shares with it (all but the last lines) cached.
+            baseline = await self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels)
             calibrated = [score - base for score, base in zip(scores, baseline or [0.0] * len(scores), strict=True)]
             chosen = max(range(len(calibrated)), key=calibrated.__getitem__)
             signals = {name.strip(): round(score, 4) for name, score in zip(labels, calibrated, strict=True)}

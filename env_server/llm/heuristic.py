@@ -26,7 +26,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from attune_client.wire import Band, Difficulty, IntentionType, Role
 from env_server.agent.emotion import band_of, clamp_delta
@@ -236,6 +236,17 @@ def _content_words(text: str) -> list[str]:
     return [w for w in _WORD.findall(_normalize(text)) if len(w) >= 3 and w not in STOPWORDS and not w.isdigit()]
 
 
+@functools.lru_cache(maxsize=8192)
+def _stems(text: str) -> frozenset[str]:
+    # Cached: every step compares the reply with the last user message and with each false-belief claim.
+    return frozenset(_stem(w) for w in _content_words(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword(keyword: str) -> re.Pattern[str]:
+    return re.compile(r"(?<!\w)" + re.escape(_normalize(keyword)) + r"(?!\w)")
+
+
 @dataclass(frozen=True)
 class ReplyFeatures:
     """What a supporter reply does, as counts (phrase hits; questions by sentence)."""
@@ -264,6 +275,17 @@ class ReplyFeatures:
 @functools.lru_cache(maxsize=8192)
 def extract_features(reply: str, last_user_message: str) -> ReplyFeatures:
     """Read a supporter reply lexically; see the module docstring for what this can and cannot see."""
+    own = _own_features(reply)
+    shared = len(_stems(reply) & _stems(last_user_message))
+    if not shared:
+        return own
+    return replace(own, reflection=own.reflection + min(shared, 4) / 4, shared_words=shared)
+
+
+@functools.lru_cache(maxsize=8192)
+def _own_features(reply: str) -> ReplyFeatures:
+    """The features that do not depend on the person's last message (no shared words), cached apart: a step
+    reads the same reply against its last user message, and against none for the integrity check."""
     text = _normalize(reply)
     open_q = closed_q = 0.0
     for sentence in _SENTENCE.findall(reply):
@@ -275,16 +297,13 @@ def extract_features(reply: str, last_user_message: str) -> ReplyFeatures:
                 closed_q += 1
         elif _P["invite"].search(lowered):
             open_q += 1
-    user_stems = {_stem(w) for w in _content_words(last_user_message)}
-    shared = len({_stem(w) for w in _content_words(reply)} & user_stems)
 
     def count(name: str, source: str = text) -> float:
         return float(len(_P[name].findall(source)))
 
     return ReplyFeatures(
         validation=count("validation"),
-        reflection=count("reflection") + min(shared, 4) / 4,
-        shared_words=shared,
+        reflection=count("reflection"),
         open_question=open_q,
         closed_question=closed_q,
         advice=count("advice") + len(_LIST_LINE.findall(reply)),
@@ -482,17 +501,15 @@ def _round_half_away(x: float) -> int:
 def endorsed_beliefs(persona: Persona, reply: str, f: ReplyFeatures | None = None) -> list[FalseBelief]:
     """The persona's false beliefs that ``reply`` endorses: it names one and agrees, or restates the claim
     as a statement, without correcting it."""
-    f = f or extract_features(reply, "")
-    if f.correction > 0:
+    f = f or _own_features(reply)  # what is read here does not depend on the person's last message
+    if f.correction > 0 or not persona.false_beliefs:
         return []
-    text = _normalize(reply)
-    reply_stems = {_stem(w) for w in _content_words(reply)}
+    text = _normal_words(reply)[0]
+    reply_stems = _stems(reply)
     endorsed = []
     for belief in persona.false_beliefs:
-        mentions = any(
-            re.search(r"(?<!\w)" + re.escape(_normalize(k)) + r"(?!\w)", text) for k in belief.keywords if k.strip()
-        )
-        claim = {_stem(w) for w in _content_words(belief.claim)}
+        mentions = any(_keyword(k).search(text) for k in belief.keywords if k.strip())
+        claim = _stems(belief.claim)
         overlap = len(claim & reply_stems)
         mentions = mentions or overlap >= 2
         # Restating the claim as a question explores it; restating it as a statement endorses it.

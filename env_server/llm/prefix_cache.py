@@ -11,8 +11,8 @@ result up to float rounding.
 
 Entries are whole sequences, each one row of per-layer ``(keys, values)`` tensors shaped
 ``[heads, tokens, head_dim]``. A new entry replaces any entry that is a prefix of it (the longer one serves
-every prompt the shorter one did), and a sequence that starts a held entry is not stored again. The least recently used entries are dropped once the entries hold more
-than ``max_tokens`` tokens in all.
+every prompt the shorter one did), and a sequence that starts a held entry is not stored again. The least
+recently used entries are dropped once the entries hold more than ``max_tokens`` tokens in all.
 """
 
 from __future__ import annotations

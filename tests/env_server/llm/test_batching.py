@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from env_server.llm import batching
 from env_server.llm.batching import BatchScheduler
@@ -230,6 +231,24 @@ def test_generations_batch_by_token_budget_and_scorings_together() -> None:
     assert _batch_key(score) == ("score",) == _batch_key(score._replace(remember=True))
 
 
+def test_choices_that_begin_alike_share_tree_nodes() -> None:
+    from env_server.llm.transformers_backend import _ChoiceTree
+
+    # Token ids stand for words: 1 " much", 2 " worse", 3 " better", 4 " a", 5 " little".
+    tree = _ChoiceTree([[1, 2], [2], [4, 5, 2], [4, 5, 3], [1, 3]])
+    assert tree.tokens == [1, 2, 2, 4, 5, 2, 3, 3]
+    assert [tree.tokens[n] for n in tree.inner] == [1, 4, 5]  # only these need a distribution after them
+    assert tree.depth[tree.paths[3][-1]] == 2
+    assert tree.is_ancestor_or_self(tree.paths[2][0], tree.paths[2][2])
+    assert not tree.is_ancestor_or_self(tree.paths[0][0], tree.paths[2][1])
+    first = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]), -1)
+    rest = torch.log_softmax(torch.arange(18.0).reshape(3, 6), -1)  # after " much", " a", " a little"
+    scores = tree.scores(first, rest)
+    assert scores[0] == pytest.approx((first[1] + rest[0, 2]).item() / 2)
+    assert scores[1] == pytest.approx(first[2].item())
+    assert scores[3] == pytest.approx((first[4] + rest[1, 5] + rest[2, 3]).item() / 3)
+
+
 @pytest.mark.parametrize("choices", [[], [" ok", ""]])
 def test_the_model_refuses_empty_choices_before_they_join_a_batch(choices: list[str]) -> None:
     from env_server.llm.transformers_backend import TransformersChatModel
@@ -333,7 +352,20 @@ def test_batched_scores_equal_unbatched(smollm2, plain) -> None:
         batched = asyncio.run(together())
     finally:
         smollm2.scheduler.run_batch = smollm2._run_batch
-    alone = [asyncio.run(plain.score(*request)) for request in requests]
+    alone = [read_alone(plain, *request) for request in requests]
     assert sizes == [len(requests)]
     for got, want in zip(batched, alone, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
+
+
+def read_alone(model, messages, prefix, choices) -> list[float]:
+    """Each choice's mean token log-probability from one plain forward pass over prompt + choice."""
+    prompt = model._prompt_ids(messages) + model._text_ids(prefix)
+    scores = []
+    for choice in choices:
+        tail = model._text_ids(choice)
+        with torch.inference_mode():
+            logits = model.model(input_ids=torch.tensor([prompt + tail])).logits[0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        scores.append(sum(logprobs[len(prompt) - 1 + j, t].item() for j, t in enumerate(tail)) / len(tail))
+    return scores
