@@ -121,9 +121,3 @@ class PrefixCache:
             while self._tokens > self.max_tokens:
                 old, _ = self._entries.popitem(last=False)
                 self._tokens -= len(old)
-
-    def clear(self) -> None:
-        """Drop every entry."""
-        with self._lock:
-            self._entries.clear()
-            self._tokens = 0
