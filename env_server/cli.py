@@ -44,6 +44,7 @@ def _settings(args: argparse.Namespace, **extra: object):
             "openai_base_url",
             "openai_model",
             "store",
+            "transcript_window",
         )
         if (value := getattr(args, name, None)) is not None
     }
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--reward-mode", choices=["terminal", "dense"], help="reward mode of the totals [terminal]")
     score.add_argument("--temperature", type=float, help="simulator sampling temperature, 0 = greedy [0.7]")
     score.add_argument("--seed", type=int, help="simulator seed for every dialogue [the file's; 0 for SAGE]")
+    score.add_argument(
+        "--transcript-window",
+        type=int,
+        help="most recent messages the simulator reads per turn, for dialogues longer than its context [0 = all]",
+    )
     score.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     score.add_argument("--out", help="write every full ScoreResponse here as JSONL")
     score.set_defaults(run=_score)

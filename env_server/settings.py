@@ -74,11 +74,25 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Simulator sampling temperature; 0 = greedy.")
     max_new_tokens: int = Field(default=64, ge=8, le=1024, description="Token budget of each simulator reply.")
     thoughts_tokens: int = Field(default=40, ge=8, le=512, description="Token budget of each appraisal's thoughts.")
+    transcript_window: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Most recent dialogue messages a model-backed simulator reads each turn; 0 = the whole dialogue. "
+            "Set it when dialogues outgrow the model's context."
+        ),
+    )
     max_batch_size: int = Field(
         default=16, ge=1, le=256, description="Most concurrent simulator calls batched into one model call; 1 = off."
     )
     max_wait_ms: float = Field(
-        default=5.0, ge=0, le=1000, description="Longest a simulator call waits for others to share its batch."
+        default=200.0, ge=0, le=10000, description="Longest a simulator call waits for others to share its batch."
+    )
+    batch_gap_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10000,
+        description="A batch that is not full starts once no call has joined it for this long (at most max_wait_ms).",
     )
     prefix_cache_tokens: int = Field(
         default=65536,

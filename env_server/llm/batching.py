@@ -11,13 +11,17 @@ How a batch is formed:
 
 * Requests are grouped by ``key(request)``; only requests with equal keys are ever batched together (a model
   may batch generations of one length, or scorings, but not one with the other).
-* A group is *ready* when it holds ``max_batch_size`` requests, or ``max_wait_s`` after its oldest request
-  arrived. The wait trades a few milliseconds of latency for company in the batch.
+* A group is *ready* when it holds ``max_batch_size`` requests, or when no request has joined it for ``gap_s``,
+  or at the latest ``max_wait_s`` after its oldest request arrived. The wait trades a little latency for
+  company in the batch. The gap rule matters for bursts: when the concurrent episodes of a trainer send their
+  next steps over HTTP, the requests trickle in over tens of milliseconds, a millisecond or two apart; a fixed
+  short wait would cut such a burst into a small batch and a large one, and the split would repeat at every
+  later call of those episodes. With ``gap_s`` short, a lone request still runs almost at once.
 * Batches run one at a time on a single worker thread (a one-thread executor), so model work is serialized
   and the event loop never blocks on it. When the worker is free, the ready group whose oldest request came
   first gives the next batch: its oldest ``max_batch_size`` requests.
 * While a batch runs, new requests keep joining their groups rather than queueing as many small batches, so
-  under load batches fill up on their own; when the load is light, a lone request waits only ``max_wait_s``.
+  under load batches fill up on their own; when the load is light, a lone request waits only ``gap_s``.
 * Each request's future receives its own result, in order. If ``run_batch`` raises (or returns the wrong
   number of results), every request of that batch receives the exception; the scheduler itself goes on.
   A caller that stops waiting (cancellation) loses its result; the rest of its batch is unaffected.
@@ -69,6 +73,8 @@ class BatchScheduler(Generic[Req, Res]):
         key: Which requests may share a batch; all requests share one by default.
         max_batch_size: Most requests in one batch; 1 runs every request alone.
         max_wait_s: Longest time a request waits for company before its batch may run.
+        gap_s: A group that no request has joined for this long is ready; ``max_wait_s`` when None (a group then
+            waits ``max_wait_s`` from its oldest request, whatever arrives).
         thread_name: Name prefix of the worker thread.
     """
 
@@ -79,16 +85,20 @@ class BatchScheduler(Generic[Req, Res]):
         key: Callable[[Req], Hashable] = lambda request: None,
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
+        gap_s: float | None = None,
         thread_name: str = "attune-batch",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, not {max_wait_s}")
+        if gap_s is not None and not 0 <= gap_s <= max_wait_s:
+            raise ValueError(f"gap_s must be between 0 and max_wait_s ({max_wait_s}), not {gap_s}")
         self.run_batch = run_batch
         self.key = key
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.gap_s = max_wait_s if gap_s is None else gap_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState[Req, Res]] = (
             weakref.WeakKeyDictionary()
@@ -149,10 +159,10 @@ class BatchScheduler(Generic[Req, Res]):
         ready = [
             key
             for key, group in state.groups.items()
-            if len(group) >= self.max_batch_size or now >= group[0].arrived + self.max_wait_s
+            if len(group) >= self.max_batch_size or now >= self._deadline(group)
         ]
         if not ready:
-            deadline = min(group[0].arrived for group in state.groups.values()) + self.max_wait_s
+            deadline = min(self._deadline(group) for group in state.groups.values())
             state.wakeup = loop.call_at(deadline, self._dispatch, loop)
             return
         # Oldest request first, across keys: no key can starve another.
@@ -161,6 +171,11 @@ class BatchScheduler(Generic[Req, Res]):
         if len(group) > self.max_batch_size:
             state.groups[key] = group[self.max_batch_size :]
         state.running = loop.create_task(self._run(loop, state, group[: self.max_batch_size]))
+
+    def _deadline(self, group: list[_Waiting[Req, Res]]) -> float:
+        """When a group that is not full becomes ready: once quiet for ``gap_s``, at most ``max_wait_s`` after its
+        oldest request."""
+        return min(group[-1].arrived + self.gap_s, group[0].arrived + self.max_wait_s)
 
     async def _run(
         self, loop: asyncio.AbstractEventLoop, state: _LoopState[Req, Res], batch: list[_Waiting[Req, Res]]

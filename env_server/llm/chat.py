@@ -105,8 +105,12 @@ def _without_reply(context: TurnContext) -> TurnContext:
 class ChatSimulator:
     """Simulator protocol over a :class:`ChatModel`."""
 
-    def __init__(self, model: ChatModel, *, max_new_tokens: int = 64, thoughts_tokens: int = 40) -> None:
+    def __init__(
+        self, model: ChatModel, *, max_new_tokens: int = 64, thoughts_tokens: int = 40, transcript_window: int = 0
+    ) -> None:
         self.model = model
+        self.transcript_window = transcript_window
+        """Most recent dialogue messages the prompts show; 0 shows the whole dialogue."""
         self.name = model.name
         self.max_new_tokens = max_new_tokens
         self.thoughts_tokens = thoughts_tokens
@@ -127,7 +131,7 @@ class ChatSimulator:
         return (cache.hits, cache.misses) if cache is not None else (0, 0)
 
     async def appraise(self, context: TurnContext) -> Appraisal:
-        messages = appraisal_messages(context)
+        messages = appraisal_messages(context, window=self.transcript_window)
         labels = [label for label, _ in FEELING_CHOICES]
         scores = await self.model.score(messages, FEELING_PREFIX, labels, remember=True)
         chosen: int | None = None
@@ -136,7 +140,8 @@ class ChatSimulator:
             # Contextual calibration: a small model prefers some labels whatever it reads, so each label's score
             # with the real reply is measured against its score when the supporter said nothing. Asked after the
             # real one, the blank-reply prompt finds all it shares with it (all but the last lines) cached.
-            baseline = await self.model.score(appraisal_messages(_without_reply(context)), FEELING_PREFIX, labels)
+            blank = appraisal_messages(_without_reply(context), window=self.transcript_window)
+            baseline = await self.model.score(blank, FEELING_PREFIX, labels)
             calibrated = [score - base for score, base in zip(scores, baseline or [0.0] * len(scores), strict=True)]
             chosen = max(range(len(calibrated)), key=calibrated.__getitem__)
             signals = {name.strip(): round(score, 4) for name, score in zip(labels, calibrated, strict=True)}
@@ -168,7 +173,11 @@ class ChatSimulator:
 
     async def reply(self, context: TurnContext) -> str:
         text = clean_reply(
-            await self.model.generate(reply_messages(context), max_new_tokens=self.max_new_tokens, seed=context.seed)
+            await self.model.generate(
+                reply_messages(context, window=self.transcript_window),
+                max_new_tokens=self.max_new_tokens,
+                seed=context.seed,
+            )
         )
         return text or await self.heuristic.reply(context)
 

@@ -68,9 +68,15 @@ def _persona_sheet(persona: Persona) -> str:
     return f"You are {persona.name}. {persona.profile}\nYour situation: {persona.background}{goal}"
 
 
-def _transcript(context: TurnContext) -> str:
+def _transcript(context: TurnContext, window: int) -> str:
+    """The dialogue as lines; only its last ``window`` messages when ``window`` is positive."""
     names = {Role.user: "Me", Role.assistant: "Supporter"}
-    return "\n".join(f"{names[turn.role]}: {turn.content}" for turn in context.history)
+    history = context.history
+    omitted = max(0, len(history) - window) if window > 0 else 0
+    lines = [f"{names[turn.role]}: {turn.content}" for turn in history[omitted:]]
+    if omitted:
+        lines.insert(0, f"(... {omitted} earlier messages)")
+    return "\n".join(lines)
 
 
 def _appraisal_system(persona: Persona) -> str:
@@ -90,14 +96,16 @@ def _appraisal_system(persona: Persona) -> str:
     )
 
 
-def appraisal_messages(context: TurnContext) -> ChatMessages:
+def appraisal_messages(context: TurnContext, *, window: int = 0) -> ChatMessages:
     """Messages whose completion is the persona's inner thoughts about the supporter's last reply.
 
     What never changes in an episode (the persona and the tasks) is the system message and the dialogue follows
     in order, with the mood last, so the prompt of the next turn, this turn's reply prompt and the blank-reply
     baseline all begin with most of this prompt's tokens (the model's prefix cache then runs only what is new).
+    A positive ``window`` shows only the dialogue's last ``window`` messages: long recorded dialogues would
+    otherwise outgrow a small model's context (the cache then serves less, as the window slides).
     """
-    transcript = _transcript(context)
+    transcript = _transcript(context, window)
     user = f"The conversation so far:\n{transcript}\n\n(Your mood before that last message: {context.emotion}/100.)"
     return [{"role": "system", "content": _appraisal_system(context.persona)}, {"role": "user", "content": user}]
 
@@ -115,19 +123,19 @@ def _roleplay_system(context: TurnContext) -> str:
     )
 
 
-def reply_messages(context: TurnContext) -> ChatMessages:
+def reply_messages(context: TurnContext, *, window: int = 0) -> ChatMessages:
     """Messages whose completion is the persona's next line.
 
     They continue the appraisal chat of this turn: the persona has just written its inner thoughts (the
     assistant turn) and is now asked to speak, at the mood the appraisal left it in. The appraisal part is
     rebuilt with the mood it was asked at (``emotion_before``), token for token, so the model's prefix cache
-    serves all of it.
+    serves all of it. ``window`` as for :func:`appraisal_messages`.
     """
     before = context.emotion if context.emotion_before is None else context.emotion_before
     band = band_of(context.emotion).value
     instruction = f"(Your mood now: {context.emotion}/100, {_MOOD[band]}.) Your line:"
     return [
-        *appraisal_messages(replace(context, emotion=before)),
+        *appraisal_messages(replace(context, emotion=before), window=window),
         {"role": "assistant", "content": context.thoughts or f"{FEELING_PREFIX} the same."},
         {"role": "user", "content": instruction},
     ]

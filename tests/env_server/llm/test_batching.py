@@ -117,6 +117,57 @@ def test_requests_arriving_within_the_wait_share_a_batch() -> None:
     assert run.batches == [[1, 2, 3]]
 
 
+def test_a_burst_keeps_its_batch_open_while_requests_keep_arriving_within_the_gap() -> None:
+    # Arrivals 25 ms apart span 125 ms, past the 100 ms gap, yet none of them comes 100 ms after the one before.
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=16, max_wait_s=5.0, gap_s=0.1)
+
+    async def late(n: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return await scheduler.submit(n)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(late(n, 0.025 * n) for n in range(6)), late(9, 1.0))
+
+    assert asyncio.run(main()) == [0, 10, 20, 30, 40, 50, 90]
+    assert run.batches == [[0, 1, 2, 3, 4, 5], [9]]  # the straggler came after a quiet gap
+
+
+def test_a_lone_request_waits_only_the_gap() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=30.0, gap_s=0.05)
+
+    async def main() -> float:
+        submitted = time.monotonic()
+        assert await scheduler.submit(7) == 70
+        return submitted
+
+    submitted = asyncio.run(main())
+    assert 0.05 <= run.started[0] - submitted < 5.0
+
+
+def test_max_wait_caps_a_batch_that_keeps_growing() -> None:
+    # A request every 20 ms (gap 100 ms) would keep the batch open forever; max_wait runs it after 150 ms.
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=64, max_wait_s=0.15, gap_s=0.1)
+
+    async def late(n: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        return await scheduler.submit(n)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(late(n, 0.02 * n) for n in range(40)))
+
+    assert asyncio.run(main()) == [10 * n for n in range(40)]
+    assert len(run.batches) >= 2 and 0 in run.batches[0] and 39 not in run.batches[0]
+
+
+@pytest.mark.parametrize("gap", [-0.1, 0.5])
+def test_rejects_a_gap_outside_zero_to_max_wait(gap: float) -> None:
+    with pytest.raises(ValueError, match="gap_s"):
+        BatchScheduler(Recorder(), max_wait_s=0.2, gap_s=gap)
+
+
 def test_requests_arriving_while_a_batch_runs_gather_into_the_next() -> None:
     run = Recorder(sleep_s=0.3)
     scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.001)
@@ -332,6 +383,35 @@ def test_batched_generation_equals_unbatched(smollm2, plain, temperature: float)
     assert sizes == [len(PROMPTS)]
     assert all(text.strip() for text in batched)
     assert batched == alone
+
+
+@pytest.mark.slow
+def test_the_decoding_loop_writes_what_transformers_generate_writes(smollm2, plain) -> None:
+    # The reference is transformers' own ``generate`` (greedy, the same repetition penalty) on each prompt
+    # alone; ours decodes all of them in one padded batch.
+    from env_server.llm.transformers_backend import _REPETITION_PENALTY
+
+    async def together() -> list[str]:
+        calls = (smollm2.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
+        return await asyncio.gather(*calls)
+
+    batched = asyncio.run(together())
+    tokenizer = plain.tokenizer
+    for (messages, prefix), text in zip(PROMPTS, batched, strict=True):
+        prompt = torch.tensor([plain._prompt_ids(messages) + plain._text_ids(prefix)])
+        with torch.inference_mode():
+            out = plain.model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=24,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=_REPETITION_PENALTY,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
+        assert text == tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.slow

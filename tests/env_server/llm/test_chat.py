@@ -8,6 +8,7 @@ import pytest
 
 from attune_client.wire import Role
 from env_server.llm.chat import ChatSimulator, clean_reply, parse_feeling
+from env_server.llm.prompts import appraisal_messages, reply_messages
 from env_server.llm.protocol import Turn, TurnContext
 
 
@@ -17,14 +18,16 @@ class ScriptedModel:
     name = "scripted"
 
     def __init__(self, text: str, scores: list[float] | None = None) -> None:
-        self.text, self.scores, self.calls = text, scores, []
+        self.text, self.scores, self.calls, self.prompts = text, scores, [], []
 
     async def generate(self, messages, *, max_new_tokens: int, seed: int, prefix: str = "", remember=False) -> str:
         self.calls.append(("generate", prefix))
+        self.prompts.append(messages)
         return self.text
 
     async def score(self, messages, prefix, choices, *, remember=False):
         self.calls.append(("score", messages[-1]["content"]))
+        self.prompts.append(messages)
         return self.scores
 
     async def aclose(self) -> None:
@@ -79,3 +82,35 @@ def test_scores_are_calibrated_against_a_blank_reply(catalog) -> None:
     assert [kind for kind, _ in model.calls] == ["score", "score", "generate"]
     assert "(says nothing)" in model.calls[1][1] and "(says nothing)" not in model.calls[0][1]
     assert appraisal.thoughts.startswith("That reply made me feel much worse, because")
+
+
+def long_context(catalog, messages: int) -> TurnContext:
+    persona = next(p for p in catalog if p.intention_type.value == "vent")
+    roles = [Role.user, Role.assistant]
+    history = tuple(Turn(roles[i % 2], f"message number {i}.") for i in range(messages))
+    return TurnContext(persona=persona, history=history, emotion=40, turn=messages // 2, seed=3)
+
+
+def test_transcript_window_shows_only_the_last_messages_and_says_how_many_are_left_out(catalog) -> None:
+    whole = appraisal_messages(long_context(catalog, 12))[-1]["content"]
+    windowed = appraisal_messages(long_context(catalog, 12), window=4)[-1]["content"]
+    assert "message number 0." in whole and "earlier messages" not in whole
+    assert "(... 8 earlier messages)" in windowed
+    assert "message number 7." not in windowed
+    assert all(f"message number {i}." in windowed for i in range(8, 12))
+    # A window wider than the dialogue shows all of it, as 0 does.
+    assert appraisal_messages(long_context(catalog, 12), window=50)[-1]["content"] == whole
+
+
+def test_simulator_prompts_follow_its_transcript_window(catalog) -> None:
+    model = ScriptedModel("it was fine", scores=[-1.0, -2.0, -3.0, -0.5, -3.0, -2.0, -1.0])
+    simulator = ChatSimulator(model, transcript_window=2)
+    context_ = long_context(catalog, 10)
+    asyncio.run(simulator.appraise(context_))
+    asyncio.run(simulator.reply(context_))
+    # score, blank-reply score, thoughts, line: every prompt shows the last two messages only.
+    assert len(model.prompts) == 4
+    users = [next(m["content"] for m in messages if m["role"] == "user") for messages in model.prompts]
+    assert all("(... 8 earlier messages)" in text and "message number 7." not in text for text in users)
+    assert "message number 9." in users[0] and "(says nothing)" in users[1]
+    assert model.prompts[-1] == reply_messages(context_, window=2)
