@@ -26,7 +26,13 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="episode store: memory or redis://host:port/db [memory]")
 
 
+class _InvalidSettings(Exception):
+    """A flag or ATTUNE_* variable out of range; its message names each setting and what is wrong."""
+
+
 def _settings(args: argparse.Namespace, **extra: object):
+    from pydantic import ValidationError
+
     from env_server.settings import Settings
 
     given = {
@@ -48,7 +54,11 @@ def _settings(args: argparse.Namespace, **extra: object):
         )
         if (value := getattr(args, name, None)) is not None
     }
-    return Settings(**given, **extra)
+    try:
+        return Settings(**given, **extra)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise _InvalidSettings(f"attune: invalid settings: {problems}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -197,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attune`` command."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except _InvalidSettings as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

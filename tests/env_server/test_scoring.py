@@ -422,3 +422,16 @@ def test_cli_refuses_an_unwritable_out_path_before_scoring(capsys, tmp_path: Pat
         capsys, "--format", "sage", str(SAGE_SAMPLE), "--backend", "heuristic", "--out", str(out_path)
     )
     assert code == 1 and out == "" and "cannot write file" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (("--transcript-window", "-1"), "transcript_window: Input should be greater than or equal to 0"),
+        (("--temperature", "5"), "temperature: Input should be less than or equal to 2"),
+    ],
+)
+def test_cli_names_a_setting_out_of_range_without_a_traceback(capsys, flags, problem: str) -> None:
+    code, out, err = run_cli(capsys, "--format", "sage", str(SAGE_SAMPLE), "--backend", "heuristic", *flags)
+    assert code == 2 and out == ""
+    assert err.startswith("attune: invalid settings:") and problem in err and "Traceback" not in err
