@@ -40,6 +40,7 @@ __all__ = ["TransformersChatModel", "bundled_smollm2"]
 log = logging.getLogger("attune.llm")
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# A 135M model loops ("I'm so sorry. I'm so sorry."); a mild penalty keeps its lines usable.
 _REPETITION_PENALTY = 1.15
 
 
@@ -278,9 +279,9 @@ class TransformersChatModel:
         """Up to ``budget`` new tokens per row, and how many of them have their states in the cache.
 
         The loop ``generate`` would run for greedy search with a repetition penalty (and our sampler), without
-        its per-token machinery, which costs a third of a batch-16 token on a CPU. A row that reaches its end of
-        turn gets padding from then on; the loop stops when every row has. The penalty covers the row's own
-        prompt and output, as ``generate`` over that prompt alone would, never the padding of the batch.
+        its per-token machinery, which took about a third of each token's time on this CPU. A row that reaches
+        its end of turn gets padding from then on; the loop stops when every row has. The penalty covers the
+        row's own prompt and output, as ``generate`` over that prompt alone would, never the padding of the batch.
         """
         torch = self._torch
         rows = len(prompts)
