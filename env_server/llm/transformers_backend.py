@@ -142,6 +142,14 @@ class TransformersChatModel:
             where, dtype=getattr(torch, dtype), local_files_only=True, **extra
         )
         self.model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self._pad_id: int = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        self._stop_ids: set[int] = {
+            *(eos if isinstance(eos, list) else [eos]),
+            self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id,
+        } - {None}
+        """Tokens that end a turn: the model's end-of-sequence tokens and the pad token."""
         self.prefix_cache = PrefixCache(prefix_cache_tokens)
         self.scheduler = BatchScheduler(
             self._run_batch,
@@ -192,7 +200,7 @@ class TransformersChatModel:
         cached = [hit.length for hit in found]
         width = max(cached)
         span = max(len(prompt) - length for prompt, length in zip(prompts, cached, strict=True))
-        pad = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        pad = self._pad_id
         ids, mask = [], []
         for prompt, length in zip(prompts, cached, strict=True):
             rest = len(prompt) - length
@@ -245,11 +253,10 @@ class TransformersChatModel:
 
     def _count(self, new_tokens: list[int]) -> int:
         """How many of a row's generated tokens are its own: up to and including its end of turn."""
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         count = 0
         for token in new_tokens:
             count += 1
-            if token in stop:
+            if token in self._stop_ids:
                 break
         self.generated_tokens += count
         return count
@@ -290,8 +297,8 @@ class TransformersChatModel:
         seen = torch.zeros(rows, vocab, dtype=torch.bool, device=self.device)
         for row, prompt in enumerate(prompts):
             seen[row, torch.tensor(prompt, device=self.device)] = True
-        stop = torch.tensor(sorted(self._stop_ids()), device=self.device)
-        pad = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        stop = torch.tensor(sorted(self._stop_ids), device=self.device)
+        pad = self._pad_id
         mask = prepared.mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
@@ -331,12 +338,6 @@ class TransformersChatModel:
         new = torch.stack(drawn, dim=1).tolist()
         return new, len(drawn) - 1  # the last token drawn was never run
 
-    def _stop_ids(self) -> set[int]:
-        """Tokens that end a turn: the model's end-of-sequence tokens and the pad token."""
-        eos = self.model.generation_config.eos_token_id
-        eos = eos if isinstance(eos, list) else [eos]
-        return {*eos, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
-
     def _score_batch(self, requests: list[_Score]) -> list[list[float]]:
         """Scores of several requests' choices in two passes: the prompts, then every request's choice tree."""
         torch = self._torch
@@ -375,7 +376,7 @@ class TransformersChatModel:
         count = max(len(tree.inner) for tree in trees)
         if count == 0:
             return None
-        pad = self.tokenizer.pad_token_id or 0
+        pad = self._pad_id
         ids = torch.tensor([[tree.tokens[n] for n in tree.inner] + [pad] * (count - len(tree.inner)) for tree in trees])
         depth = torch.tensor([[tree.depth[n] for n in tree.inner] + [0] * (count - len(tree.inner)) for tree in trees])
         lengths = torch.tensor([len(prompt) for prompt in prompts])
