@@ -33,6 +33,24 @@ class Recorder:
         return [request * 10 for request in requests]
 
 
+async def submit_after(scheduler: BatchScheduler, n: int, delay: float) -> int:
+    """Submit ``n`` after ``delay`` seconds, as a request arriving late."""
+    await asyncio.sleep(delay)
+    return await scheduler.submit(n)
+
+
+def lone_wait(scheduler: BatchScheduler, run: Recorder) -> float:
+    """Seconds a lone request waited before its batch started."""
+
+    async def main() -> float:
+        submitted = time.monotonic()
+        assert await scheduler.submit(7) == 70
+        return submitted
+
+    submitted = asyncio.run(main())
+    return run.started[0] - submitted
+
+
 def test_exports() -> None:
     assert batching.__all__ == ["BatchScheduler"]
 
@@ -82,13 +100,8 @@ def test_a_lone_request_waits_max_wait_then_runs() -> None:
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.2)
 
-    async def main() -> float:
-        submitted = time.monotonic()
-        assert await scheduler.submit(7) == 70
-        return submitted
-
-    submitted = asyncio.run(main())
-    assert 0.2 <= run.started[0] - submitted < 2.0
+    waited = lone_wait(scheduler, run)
+    assert 0.2 <= waited < 2.0
 
 
 def test_a_full_batch_does_not_wait() -> None:
@@ -106,12 +119,10 @@ def test_requests_arriving_within_the_wait_share_a_batch() -> None:
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.3)
 
-    async def late(n: int, delay: float) -> int:
-        await asyncio.sleep(delay)
-        return await scheduler.submit(n)
-
     async def main() -> list[int]:
-        return await asyncio.gather(late(1, 0.0), late(2, 0.05), late(3, 0.1))
+        return await asyncio.gather(
+            submit_after(scheduler, 1, 0.0), submit_after(scheduler, 2, 0.05), submit_after(scheduler, 3, 0.1)
+        )
 
     assert asyncio.run(main()) == [10, 20, 30]
     assert run.batches == [[1, 2, 3]]
@@ -122,12 +133,10 @@ def test_a_burst_keeps_its_batch_open_while_requests_keep_arriving_within_the_ga
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=16, max_wait_s=5.0, gap_s=0.1)
 
-    async def late(n: int, delay: float) -> int:
-        await asyncio.sleep(delay)
-        return await scheduler.submit(n)
-
     async def main() -> list[int]:
-        return await asyncio.gather(*(late(n, 0.025 * n) for n in range(6)), late(9, 1.0))
+        return await asyncio.gather(
+            *(submit_after(scheduler, n, 0.025 * n) for n in range(6)), submit_after(scheduler, 9, 1.0)
+        )
 
     assert asyncio.run(main()) == [0, 10, 20, 30, 40, 50, 90]
     assert run.batches == [[0, 1, 2, 3, 4, 5], [9]]  # the straggler came after a quiet gap
@@ -137,13 +146,8 @@ def test_a_lone_request_waits_only_the_gap() -> None:
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=30.0, gap_s=0.05)
 
-    async def main() -> float:
-        submitted = time.monotonic()
-        assert await scheduler.submit(7) == 70
-        return submitted
-
-    submitted = asyncio.run(main())
-    assert 0.05 <= run.started[0] - submitted < 5.0
+    waited = lone_wait(scheduler, run)
+    assert 0.05 <= waited < 5.0
 
 
 def test_max_wait_caps_a_batch_that_keeps_growing() -> None:
@@ -151,12 +155,8 @@ def test_max_wait_caps_a_batch_that_keeps_growing() -> None:
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=64, max_wait_s=0.15, gap_s=0.1)
 
-    async def late(n: int, delay: float) -> int:
-        await asyncio.sleep(delay)
-        return await scheduler.submit(n)
-
     async def main() -> list[int]:
-        return await asyncio.gather(*(late(n, 0.02 * n) for n in range(40)))
+        return await asyncio.gather(*(submit_after(scheduler, n, 0.02 * n) for n in range(40)))
 
     assert asyncio.run(main()) == [10 * n for n in range(40)]
     assert len(run.batches) >= 2 and 0 in run.batches[0] and 39 not in run.batches[0]
@@ -172,12 +172,13 @@ def test_requests_arriving_while_a_batch_runs_gather_into_the_next() -> None:
     run = Recorder(sleep_s=0.3)
     scheduler = BatchScheduler(run, max_batch_size=8, max_wait_s=0.001)
 
-    async def late(n: int, delay: float) -> int:
-        await asyncio.sleep(delay)
-        return await scheduler.submit(n)
-
     async def main() -> list[int]:
-        return await asyncio.gather(late(0, 0.0), late(1, 0.05), late(2, 0.1), late(3, 0.15))
+        return await asyncio.gather(
+            submit_after(scheduler, 0, 0.0),
+            submit_after(scheduler, 1, 0.05),
+            submit_after(scheduler, 2, 0.1),
+            submit_after(scheduler, 3, 0.15),
+        )
 
     assert asyncio.run(main()) == [0, 10, 20, 30]
     assert run.batches == [[0], [1, 2, 3]]
