@@ -6,8 +6,9 @@ of 16 rows over a thousand cached tokens copies ~70 MB per layer per pass. Our p
 mixes lengths, and the choice-tree pass is masked always, so that copy took most of a scoring pass on this CPU.
 
 :func:`grouped_sdpa` instead folds the query heads that share a key/value head into the query-length axis, as
-transformers already does for a single query token (``pack_gqa``), and repeats only the mask. The arithmetic per
-query and key is unchanged. It is registered as the attention implementation ``"attune_sdpa"``.
+transformers does for a single query token (``pack_gqa``), and repeats only the mask. A single token on the CPU
+goes to torch's own grouped kernel (``enable_gqa``), which takes a mask there. The arithmetic per query and key is
+unchanged. It is registered as the attention implementation ``"attune_sdpa"``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
 
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
+    if groups > 1 and length == 1 and attention_mask is not None and query.device.type == "cpu":
+        # A decoding step. torch's CPU kernel reads grouped key/value heads in place under a mask too, and in
+        # bfloat16 it ran a batch-16 step ~7 % faster than transformers' packed query (made for CUDA, where a mask
+        # turns torch's grouped path off).
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+        )
+        return output.transpose(1, 2).contiguous(), None
     if groups == 1 or length == 1 or attention_mask is None or attention_mask.shape[1] != 1 or kwargs.get("cache"):
         # One query token is already folded, and an unmasked prompt goes to the kernel's own grouped path.
         return sdpa_attention_forward(

@@ -333,11 +333,13 @@ PROMPTS = [
 ]
 
 
+# Identical results are a float32 property: bfloat16 rounds every product to 8 bits, so a batch's other kernel
+# blocking moves near-ties of the logits (see test_bfloat16_batches_agree_with_unbatched_within_its_rounding).
 @pytest.fixture(scope="module")
 def smollm2():
     from env_server.llm.transformers_backend import TransformersChatModel
 
-    return TransformersChatModel(temperature=0.0, max_batch_size=8)
+    return TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +347,7 @@ def plain():
     """The same model unbatched and without a prefix cache: every call computes its whole prompt alone."""
     from env_server.llm.transformers_backend import TransformersChatModel
 
-    return TransformersChatModel(temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
+    return TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
 
 
 def batch_sizes(model) -> list[int]:
@@ -450,3 +452,34 @@ def read_alone(model, messages, prefix, choices) -> list[float]:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         scores.append(sum(logprobs[len(prompt) - 1 + j, t].item() for j, t in enumerate(tail)) / len(tail))
     return scores
+
+
+@pytest.mark.slow
+def test_bfloat16_batches_agree_with_unbatched_within_its_rounding() -> None:
+    # bfloat16 (what ``auto`` picks on a CPU with AMX) keeps 8 bits of each hidden state, and a padded batch runs
+    # other kernels than a lone prompt, so its scores move by a few hundredths; they must move by no more.
+    from env_server.llm.prompts import FEELING_CHOICES, FEELING_PREFIX
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    batched = TransformersChatModel(dtype="bfloat16", temperature=0.0, max_batch_size=8)
+    alone = TransformersChatModel(dtype="bfloat16", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
+    assert batched.model.dtype == torch.bfloat16
+    # Its logits come from a float32 copy of the head; the input embeddings it was tied to stay 16-bit.
+    assert batched.model.get_output_embeddings().weight.dtype == torch.float32
+    assert batched.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    labels = [label for label, _ in FEELING_CHOICES]
+
+    async def together() -> list[list[float]]:
+        return await asyncio.gather(*(batched.score(messages, FEELING_PREFIX, labels) for messages, _ in PROMPTS))
+
+    got = asyncio.run(together())
+    want = [read_alone(alone, messages, FEELING_PREFIX, labels) for messages, _ in PROMPTS]
+    gaps = [abs(g - w) for row, other in zip(got, want, strict=True) for g, w in zip(row, other, strict=True)]
+    assert max(gaps) < 0.3, gaps  # measured: 0.04 on average, 0.15 at most
+    texts = asyncio.run(together_generate(batched))
+    assert all(text.strip() for text in texts)
+
+
+async def together_generate(model) -> list[str]:
+    calls = (model.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
+    return await asyncio.gather(*calls)

@@ -92,8 +92,9 @@ def test_a_cached_dialogue_simulates_exactly_as_an_uncached_one(catalog) -> None
     from env_server.llm.protocol import Turn, TurnContext
     from env_server.llm.transformers_backend import TransformersChatModel
 
-    cached = TransformersChatModel(temperature=0.0, max_batch_size=8)
-    plain = TransformersChatModel(temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
+    # float32: in bfloat16 the cached and uncached computations round differently (see test_batching).
+    cached = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=8)
+    plain = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
     persona = next(p for p in catalog if p.opening)
     actions = ["That sounds exhausting. What happened?", "You should just quit.", "I hear you. That is a lot."]
 
