@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -193,7 +194,10 @@ def _measure(url: str | None, env: Mapping[str, str], levels: list[int], steps: 
     with _server(url, env) as base:
         for concurrency in levels:
             result = asyncio.run(run_level(base, concurrency, max(1, steps // concurrency), max_turns))
-            print(f"  [{label}] concurrency {concurrency}: {result.steps_per_s:.2f} steps/s", flush=True)
+            # Progress goes to stderr: with --json, stdout carries the one JSON object only.
+            print(
+                f"  [{label}] concurrency {concurrency}: {result.steps_per_s:.2f} steps/s", file=sys.stderr, flush=True
+            )
             results.append(result)
     return results
 
@@ -222,7 +226,11 @@ def main(args: argparse.Namespace) -> int:
         base_env["ATTUNE_MODEL"] = args.model
     if args.device:
         base_env["ATTUNE_DEVICE"] = args.device
+    if args.dtype:
+        base_env["ATTUNE_DTYPE"] = args.dtype
     report: dict[str, object] = {"backend": args.backend, "steps_per_level": args.steps}
+    if args.dtype:
+        report["dtype"] = args.dtype
 
     by_store: dict[str, list[LevelResult]] = {}
     for store in stores:

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=["transformers", "heuristic"], default="transformers")
     bench.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2]")
     bench.add_argument("--device", help="torch device [cpu]")
+    bench.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="torch dtype of the model [float32]"
+    )
     bench.add_argument("--url", help="measure a running server instead of starting one (no unbatched comparison)")
     bench.add_argument("--concurrency", default="1,4,16,32", help="comma-separated levels [1,4,16,32]")
     bench.add_argument("--steps", type=int, default=64, help="env steps per level [64]")
