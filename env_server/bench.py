@@ -229,8 +229,8 @@ def main(args: argparse.Namespace) -> int:
     if args.dtype:
         base_env["ATTUNE_DTYPE"] = args.dtype
     report: dict[str, object] = {"backend": args.backend, "steps_per_level": args.steps}
-    if args.dtype:
-        report["dtype"] = args.dtype
+    if args.dtype and args.backend == "transformers" and not args.url:
+        report["dtype"] = args.dtype  # only where it shaped the servers this run started
 
     by_store: dict[str, list[LevelResult]] = {}
     for store in stores:

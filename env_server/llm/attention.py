@@ -25,7 +25,10 @@ def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
 
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
-    if groups > 1 and length == 1 and attention_mask is not None and query.device.type == "cpu":
+    plain = (
+        kwargs.get("position_bias") is None and kwargs.get("softcap") is None and not kwargs.get("output_attentions")
+    )
+    if groups > 1 and length == 1 and attention_mask is not None and query.device.type == "cpu" and plain:
         # A decoding step. torch's CPU kernel reads grouped key/value heads in place under a mask too, and in
         # bfloat16 it ran a batch-16 step ~7 % faster than transformers' packed query (made for CUDA, where a mask
         # turns torch's grouped path off).

@@ -43,5 +43,5 @@ def test_json_report_against_a_running_server(server_url: str, capsys) -> None:
         assert level["p50_ms"] <= level["p99_ms"]
         assert {"tokens_per_s", "p50_ms", "p99_ms"} <= level.keys()
     assert 0 <= report["overhead_share"] <= 1
-    assert report["dtype"] == "bfloat16"
+    assert "dtype" not in report  # it shapes only servers the bench starts itself
     assert "batched_over_unbatched" not in report  # a running server cannot be compared with another engine

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 from env_server.settings import Settings
 
 
-def test_the_default_dtype_is_float32_for_exact_batches() -> None:
+def test_the_default_dtype_is_float32_for_exact_batches(monkeypatch) -> None:
+    monkeypatch.delenv("ATTUNE_DTYPE", raising=False)
     assert Settings().dtype == "float32"
 
 

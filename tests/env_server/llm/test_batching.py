@@ -472,12 +472,17 @@ def test_bfloat16_batches_agree_with_unbatched_within_its_rounding() -> None:
     async def together() -> list[list[float]]:
         return await asyncio.gather(*(batched.score(messages, FEELING_PREFIX, labels) for messages, _ in PROMPTS))
 
+    sizes = batch_sizes(batched)
     got = asyncio.run(together())
+    assert sizes == [len(PROMPTS)]
     want = [read_alone(alone, messages, FEELING_PREFIX, labels) for messages, _ in PROMPTS]
     gaps = [abs(g - w) for row, other in zip(got, want, strict=True) for g, w in zip(row, other, strict=True)]
     assert max(gaps) < 0.3, gaps  # measured: 0.04 on average, 0.15 at most
     texts = asyncio.run(together_generate(batched))
+    lone = [asyncio.run(alone.generate(m, max_new_tokens=24, seed=s, prefix=p)) for s, (m, p) in enumerate(PROMPTS)]
     assert all(text.strip() for text in texts)
+    # Greedy text may part where two tokens are near-tied (measured: 5 of 6 prompts identical), not everywhere.
+    assert sum(a == b for a, b in zip(texts, lone, strict=True)) >= len(PROMPTS) // 2
 
 
 async def together_generate(model) -> list[str]:
