@@ -120,6 +120,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``attune``."""
+    from env_server.settings import DtypeName
+
     parser = argparse.ArgumentParser(prog="attune", description="Sentient-agent environments for empathy RL.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -143,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=["transformers", "heuristic"], default="transformers")
     bench.add_argument("--model", help="HF model directory or GGUF file [bundled SmolLM2]")
     bench.add_argument("--device", help="torch device [cpu]")
-    bench.add_argument(
-        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="torch dtype of the model [float32]"
-    )
+    bench.add_argument("--dtype", choices=[name.value for name in DtypeName], help="torch dtype of the model [float32]")
     bench.add_argument("--url", help="measure a running server instead of starting one (no unbatched comparison)")
     bench.add_argument("--concurrency", default="1,4,16,32", help="comma-separated levels [1,4,16,32]")
     bench.add_argument("--steps", type=int, default=64, help="env steps per level [64]")

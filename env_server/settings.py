@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from attune_client.wire import RewardMode, RewardSpec
 
-__all__ = ["BackendName", "Settings", "default_packs_path"]
+__all__ = ["BackendName", "DtypeName", "Settings", "default_packs_path"]
 
 
 def default_packs_path() -> Path:
@@ -32,6 +32,15 @@ class BackendName(str, Enum):
     transformers = "transformers"
     openai = "openai"
     heuristic = "heuristic"
+
+
+class DtypeName(str, Enum):
+    """Torch dtype of the transformers backend's model; ``auto`` lets the hardware decide (see ``resolve_dtype``)."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 
 class Settings(BaseSettings):
@@ -56,9 +65,8 @@ class Settings(BaseSettings):
         description="'continue' (vLLM, SGLang, llama-server) or 'instruct' (servers that cannot continue a turn).",
     )
     device: str = Field(default="cpu", description="Torch device for the transformers backend (cpu, cuda, cuda:1).")
-    dtype: str = Field(
-        default="float32",
-        pattern="^(auto|float32|bfloat16|float16)$",
+    dtype: DtypeName = Field(
+        default=DtypeName.float32,
         description=(
             "Torch dtype for the transformers backend. float32 keeps batched results identical to unbatched ones; "
             "bfloat16 is faster on a CPU with AMX or a GPU but rounds them apart; auto = bfloat16 where the "

@@ -41,6 +41,7 @@ from env_server.llm import attention
 from env_server.llm.batching import BatchScheduler
 from env_server.llm.prefix_cache import PrefixCache
 from env_server.llm.sampling import SeededSampler
+from env_server.settings import DtypeName
 
 __all__ = ["DTYPES", "TransformersChatModel", "bundled_smollm2", "resolve_dtype"]
 
@@ -62,7 +63,7 @@ def bundled_smollm2() -> Path:
     return path
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = tuple(name.value for name in DtypeName)
 
 
 def resolve_dtype(dtype: str, device) -> str:
@@ -76,8 +77,8 @@ def resolve_dtype(dtype: str, device) -> str:
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if dtype != "auto":
-        return dtype
+    if dtype != DtypeName.auto:
+        return DtypeName(dtype).value
     device = torch.device(device)
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"

@@ -22,3 +22,4 @@ def test_an_unsupported_dtype_is_refused_naming_the_field() -> None:
     with pytest.raises(ValidationError) as raised:
         Settings(dtype="float8")
     assert raised.value.errors()[0]["loc"] == ("dtype",)
+    assert "bfloat16" in str(raised.value)  # the error lists what is accepted
