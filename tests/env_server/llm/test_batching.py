@@ -350,6 +350,17 @@ def plain():
     return TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
 
 
+async def generate_together(model) -> list[str]:
+    """Every prompt of PROMPTS at once (seeded by its index), so that they can share a batch."""
+    calls = (model.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
+    return await asyncio.gather(*calls)
+
+
+async def generate_one_by_one(model) -> list[str]:
+    """The same prompts and seeds, each finished before the next is sent."""
+    return [await model.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS)]
+
+
 def batch_sizes(model) -> list[int]:
     """Wraps the model's batch function to record the size of every batch it runs."""
     sizes, run = [], model.scheduler.run_batch
@@ -369,17 +380,8 @@ def test_batched_generation_equals_unbatched(smollm2, plain, temperature: float)
     smollm2.temperature = plain.temperature = temperature
     try:
         sizes = batch_sizes(smollm2)
-
-        async def together() -> list[str]:
-            calls = (smollm2.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
-            return await asyncio.gather(*calls)
-
-        batched = asyncio.run(together())
-
-        async def alone_each() -> list[str]:
-            return [await plain.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS)]
-
-        alone = asyncio.run(alone_each())
+        batched = asyncio.run(generate_together(smollm2))
+        alone = asyncio.run(generate_one_by_one(plain))
     finally:
         smollm2.scheduler.run_batch = smollm2._run_batch
         smollm2.temperature = plain.temperature = 0.0
@@ -394,11 +396,7 @@ def test_the_decoding_loop_writes_what_transformers_generate_writes(smollm2, pla
     # alone; ours decodes all of them in one padded batch.
     from env_server.llm.transformers_backend import _REPETITION_PENALTY
 
-    async def together() -> list[str]:
-        calls = (smollm2.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
-        return await asyncio.gather(*calls)
-
-    batched = asyncio.run(together())
+    batched = asyncio.run(generate_together(smollm2))
     tokenizer = plain.tokenizer
     for (messages, prefix), text in zip(PROMPTS, batched, strict=True):
         prompt = torch.tensor([plain._prompt_ids(messages) + plain._text_ids(prefix)])
@@ -478,13 +476,8 @@ def test_bfloat16_batches_agree_with_unbatched_within_its_rounding() -> None:
     want = [read_alone(alone, messages, FEELING_PREFIX, labels) for messages, _ in PROMPTS]
     gaps = [abs(g - w) for row, other in zip(got, want, strict=True) for g, w in zip(row, other, strict=True)]
     assert max(gaps) < 0.3, gaps  # measured: 0.04 on average, 0.15 at most
-    texts = asyncio.run(together_generate(batched))
-    lone = [asyncio.run(alone.generate(m, max_new_tokens=24, seed=s, prefix=p)) for s, (m, p) in enumerate(PROMPTS)]
+    texts = asyncio.run(generate_together(batched))
+    lone = asyncio.run(generate_one_by_one(alone))
     assert all(text.strip() for text in texts)
     # Greedy text may part where two tokens are near-tied (measured: 5 of 6 prompts identical), not everywhere.
     assert sum(a == b for a, b in zip(texts, lone, strict=True)) >= len(PROMPTS) // 2
-
-
-async def together_generate(model) -> list[str]:
-    calls = (model.generate(m, max_new_tokens=24, seed=s, prefix=p) for s, (m, p) in enumerate(PROMPTS))
-    return await asyncio.gather(*calls)
