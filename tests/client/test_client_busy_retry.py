@@ -8,6 +8,7 @@ import pytest
 from attune_client import http as client_http
 from attune_client.errors import EpisodeBusyError
 from attune_client.http import AttuneClient
+from tests.support.sleeps import patch_sleep
 
 STEP = {
     "observation": "ok",
@@ -43,7 +44,7 @@ def scripted(*outcomes):
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch):
-    monkeypatch.setattr(client_http.time, "sleep", lambda _: None)
+    patch_sleep(monkeypatch, client_http, "time", lambda _: None)
     monkeypatch.setattr(client_http, "_BUSY_WAIT_S", 0.0)
 
 

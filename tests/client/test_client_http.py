@@ -30,6 +30,7 @@ from attune_client import (
     TransportError,
 )
 from attune_client import http as http_module
+from tests.support.sleeps import patch_sleep
 
 if TYPE_CHECKING:
     from tests.client.conftest import FakeServer
@@ -226,7 +227,7 @@ def test_get_internals_is_open_on_a_server_without_keys(client: AttuneClient) ->
 
 def test_backoff_is_exponential_and_honours_retry_after(monkeypatch: pytest.MonkeyPatch, server: FakeServer) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(http_module.time, "sleep", sleeps.append)
+    patch_sleep(monkeypatch, http_module, "time", sleeps.append)
     client = make_client(server, backoff=0.5)
     server.fail_next(httpx.ConnectError("refused"), 503, 503)
     client.list_personas()
@@ -420,7 +421,8 @@ def test_async_backoff_uses_asyncio_sleep(monkeypatch: pytest.MonkeyPatch, serve
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    monkeypatch.setattr(http_module.asyncio, "sleep", fake_sleep)
+    patch_sleep(monkeypatch, http_module, "asyncio", fake_sleep)
+    assert asyncio.sleep is not fake_sleep  # only the client module sees it, not the session server's thread
 
     async def scenario() -> None:
         client = AsyncAttuneClient("http://attune.test", transport=httpx.MockTransport(server), backoff=0.25)

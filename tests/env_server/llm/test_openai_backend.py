@@ -11,10 +11,12 @@ import httpx
 import pytest
 
 from attune_client.wire import Role
+from env_server.llm import openai_backend
 from env_server.llm.chat import ChatSimulator, parse_feeling
 from env_server.llm.openai_backend import OpenAIBackendError, OpenAIChatModel
 from env_server.llm.prompts import FEELING_CHOICES, FEELING_PREFIX, appraisal_messages
 from env_server.llm.protocol import Turn, TurnContext
+from tests.support.sleeps import patch_sleep
 
 CHAT = [{"role": "user", "content": "Say something about the weather."}]
 LABELS = [label for label, _ in FEELING_CHOICES]
@@ -85,7 +87,7 @@ def test_backoff_doubles_and_a_longer_retry_after_wins(monkeypatch) -> None:
     async def record(delay: float) -> None:
         delays.append(delay)
 
-    monkeypatch.setattr("env_server.llm.openai_backend.asyncio.sleep", record)
+    patch_sleep(monkeypatch, openai_backend, "asyncio", record)
     server = Server(
         httpx.Response(503), httpx.Response(503), httpx.Response(429, headers={"Retry-After": "7"}), completion("ok")
     )
