@@ -6,6 +6,8 @@ masked, padded batch under both implementations: over a cache, as our prompts an
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -82,3 +84,14 @@ def test_grouped_attention_folds_the_query_instead_of_repeating_keys(llama, monk
     calls.clear()
     run(llama, ATTENTION, ids, mask, prefix=8)
     assert calls == []
+
+
+def test_the_cache_goes_by_the_name_the_installed_forward_takes(llama) -> None:
+    """transformers 5.24 calls it ``cache``; earlier releases only know ``past_key_values``."""
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None):
+            return input_ids
+
+    assert cache_keyword(llama) in inspect.signature(llama.forward).parameters
+    assert cache_keyword(Older()) == "past_key_values"
