@@ -37,18 +37,19 @@ def run(model, implementation: str, ids, mask, prefix: int):
     model.set_attn_implementation(implementation)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 3)
+    over_cache = {cache_keyword(model): cache}
     with torch.inference_mode():
         model(
             input_ids=ids[:, :prefix],
             attention_mask=mask[:, :prefix],
             position_ids=positions[:, :prefix],
-            **{cache_keyword(model): cache},
+            **over_cache,
         )
         return model(
             input_ids=ids[:, prefix:],
             attention_mask=mask,
             position_ids=positions[:, prefix:],
-            **{cache_keyword(model): cache},
+            **over_cache,
         ).logits
 
 
