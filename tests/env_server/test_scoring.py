@@ -39,6 +39,16 @@ from env_server.scoring import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAGE_SAMPLE = REPO_ROOT.parent / "shared/data/sage/gpt-4.1_dialogues_sample.jsonl"
 
+
+@pytest.fixture
+def sage_sample() -> Path:
+    """SAGE's sample of recorded dialogues. It lies beside the checkout (../shared), not in it: a clone elsewhere
+    skips the tests that read it rather than failing them."""
+    if not SAGE_SAMPLE.is_file():
+        pytest.skip(f"SAGE's sample is not at {SAGE_SAMPLE}")
+    return SAGE_SAMPLE
+
+
 EMPATHIC = (
     "That sounds exhausting. Eleven nights is a lot. What's been the hardest part?",
     "It makes sense you're worn out. It sounds like you feel taken for granted.",
@@ -306,10 +316,10 @@ def test_read_attune_file_reports_a_missing_file(tmp_path: Path) -> None:
         read_attune_file(tmp_path / "nope.jsonl")
 
 
-def test_read_sage_file_reads_the_real_sample() -> None:
+def test_read_sage_file_reads_the_real_sample(sage_sample: Path) -> None:
     warnings: list[str] = []
-    dialogues = read_sage_file(SAGE_SAMPLE, warnings)
-    records = [json.loads(line) for line in SAGE_SAMPLE.read_text(encoding="utf-8").splitlines()]
+    dialogues = read_sage_file(sage_sample, warnings)
+    records = [json.loads(line) for line in sage_sample.read_text(encoding="utf-8").splitlines()]
     assert len(dialogues) == 5 and warnings == []
     for (persona, request, record_id), record in zip(dialogues, records, strict=True):
         assert record_id == record["id"] and persona.id == f"sage-{record['id'].replace('-', '')[:12]}"
@@ -320,12 +330,13 @@ def test_read_sage_file_reads_the_real_sample() -> None:
         assert recorded_final(request) == record["emo_point"]
 
 
-def sage_record(history: list[dict]) -> str:
-    record = json.loads(SAGE_SAMPLE.read_text(encoding="utf-8").splitlines()[0])
+def sage_record(sample: Path, history: list[dict]) -> str:
+    """The sample's first record with ``history`` in place of its own."""
+    record = json.loads(sample.read_text(encoding="utf-8").splitlines()[0])
     return json.dumps({**record, "history": history}, ensure_ascii=False)
 
 
-def test_read_sage_file_tolerates_emotion_points_as_text_numbers_or_missing(tmp_path: Path) -> None:
+def test_read_sage_file_tolerates_emotion_points_as_text_numbers_or_missing(tmp_path: Path, sage_sample: Path) -> None:
     history = [
         {"role": "user", "content": "最近有点烦。", "emotion-point": "35"},
         {"role": "assistant", "content": "听起来挺难受的。"},
@@ -338,7 +349,7 @@ def test_read_sage_file_tolerates_emotion_points_as_text_numbers_or_missing(tmp_
         {"role": "user", "content": "拜拜。", "emotion-point": 150},
     ]
     path = tmp_path / "sage.jsonl"
-    path.write_text(sage_record(history) + "\n", encoding="utf-8")
+    path.write_text(sage_record(sage_sample, history) + "\n", encoding="utf-8")
     warnings: list[str] = []
     ((_, request, _),) = read_sage_file(path, warnings)
     assert request.initial_emotion == 35
@@ -348,12 +359,17 @@ def test_read_sage_file_tolerates_emotion_points_as_text_numbers_or_missing(tmp_
     assert "'很好' is not a number" in warnings[1] and "150 is outside 0..100" in warnings[2]
 
 
-def test_read_sage_file_skips_records_it_cannot_score(tmp_path: Path) -> None:
+def test_read_sage_file_skips_records_it_cannot_score(tmp_path: Path, sage_sample: Path) -> None:
     path = tmp_path / "sage.jsonl"
     bad = [
-        sage_record([{"role": "assistant", "content": "你好"}, {"role": "user", "content": "嗯", "emotion-point": 40}]),
-        sage_record([{"role": "user", "content": "嗯", "emotion-point": 40}, {"role": "narrator", "content": "…"}]),
-        sage_record([{"role": "user", "content": "嗯", "emotion-point": 40}]),
+        sage_record(
+            sage_sample,
+            [{"role": "assistant", "content": "你好"}, {"role": "user", "content": "嗯", "emotion-point": 40}],
+        ),
+        sage_record(
+            sage_sample, [{"role": "user", "content": "嗯", "emotion-point": 40}, {"role": "narrator", "content": "…"}]
+        ),
+        sage_record(sage_sample, [{"role": "user", "content": "嗯", "emotion-point": 40}]),
         "not json",
     ]
     path.write_text("\n".join(bad) + "\n", encoding="utf-8")
@@ -374,10 +390,10 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_cli_scores_the_sage_sample_as_json(capsys, tmp_path: Path) -> None:
+def test_cli_scores_the_sage_sample_as_json(capsys, tmp_path: Path, sage_sample: Path) -> None:
     out_path = tmp_path / "scores.jsonl"
     code, out, _ = run_cli(
-        capsys, "--format", "sage", str(SAGE_SAMPLE), "--backend", "heuristic", "--json", "--out", str(out_path)
+        capsys, "--format", "sage", str(sage_sample), "--backend", "heuristic", "--json", "--out", str(out_path)
     )
     assert code == 0
     summary = json.loads(out)
@@ -416,10 +432,10 @@ def test_cli_refuses_an_attune_file_with_an_unknown_persona(capsys, tmp_path: Pa
     assert code == 1 and out == "" and "persona 'nobody' is not in any loaded pack" in err
 
 
-def test_cli_refuses_an_unwritable_out_path_before_scoring(capsys, tmp_path: Path) -> None:
+def test_cli_refuses_an_unwritable_out_path_before_scoring(capsys, tmp_path: Path, sage_sample: Path) -> None:
     out_path = tmp_path / "missing-folder" / "scores.jsonl"
     code, out, err = run_cli(
-        capsys, "--format", "sage", str(SAGE_SAMPLE), "--backend", "heuristic", "--out", str(out_path)
+        capsys, "--format", "sage", str(sage_sample), "--backend", "heuristic", "--out", str(out_path)
     )
     assert code == 1 and out == "" and "cannot write file" in err
 
@@ -431,7 +447,7 @@ def test_cli_refuses_an_unwritable_out_path_before_scoring(capsys, tmp_path: Pat
         (("--temperature", "5"), "temperature: Input should be less than or equal to 2"),
     ],
 )
-def test_cli_names_a_setting_out_of_range_without_a_traceback(capsys, flags, problem: str) -> None:
-    code, out, err = run_cli(capsys, "--format", "sage", str(SAGE_SAMPLE), "--backend", "heuristic", *flags)
+def test_cli_names_a_setting_out_of_range_without_a_traceback(capsys, flags, problem: str, sage_sample: Path) -> None:
+    code, out, err = run_cli(capsys, "--format", "sage", str(sage_sample), "--backend", "heuristic", *flags)
     assert code == 2 and out == ""
     assert err.startswith("attune: invalid settings:") and problem in err and "Traceback" not in err
