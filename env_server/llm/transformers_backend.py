@@ -9,6 +9,9 @@ call runs alone, through the same code.
 * Prefix cache: a prompt that starts with tokens the model already ran (the same dialogue one call or one turn
   earlier, see :mod:`env_server.llm.prefix_cache`) starts from their key/value states; only the rest is computed.
   Calls made with ``remember=True`` leave their states for later prompts that extend them.
+* Prompts: on a CPU, each prompt of a batch runs alone over its cached prefix, exactly as in the unbatched model,
+  and the rows' states are then laid side by side for the batch (``prompts_by_row``): a CPU gains nothing from
+  batching prompts, and a padded batch would compute every row's padding too. On a GPU they run as one padded pass.
 * Generation: one decoding loop for the batch over the rows' cached prefixes (positions follow the attention
   mask, so padding changes nothing): greedy search with transformers' repetition penalty, as ``generate``
   would run it, minus ``generate``'s per-token overhead.
@@ -40,7 +43,7 @@ from typing import Any, NamedTuple
 
 from env_server.llm import attention
 from env_server.llm.batching import BatchScheduler
-from env_server.llm.prefix_cache import PrefixCache
+from env_server.llm.prefix_cache import CachedPrefix, PrefixCache
 from env_server.llm.sampling import SeededSampler
 from env_server.settings import DtypeName
 
@@ -71,8 +74,9 @@ def resolve_dtype(dtype: str, device) -> str:
     """The dtype to load in: ``dtype`` itself, or for ``"auto"`` bfloat16 where ``device`` multiplies it in hardware
     (a CUDA GPU that supports it; a CPU with AMX tiles) and float32 elsewhere.
 
-    On this project's 2-core Sapphire Rapids CPU (AMX), bfloat16 ran SmolLM2's prompts ~3x faster than float32 and a
-    batch-16 decoding step ~17 % faster; a CPU without it would emulate bfloat16 and lose.
+    On a 2-core Sapphire Rapids machine (AMX), bfloat16 ran SmolLM2's prompts ~3x faster than float32 and a batch-16
+    decoding step ~17 % faster. On a 2-core AMD EPYC (Zen 4: bfloat16 dot products but no AMX) it ran prompts ~1.8x
+    faster but a batch-16 decoding step 2.3x slower, so float32 serves better there.
     """
     import torch
 
@@ -119,6 +123,11 @@ def _float32_head(model) -> None:
     float32.register_forward_pre_hook(lambda module, args: (args[0].float(),))
     model.config.tie_word_embeddings = False
     model.set_output_embeddings(float32)
+
+
+_LONE_PASS_TOKENS = 32
+"""What a prompt pass of one row costs beyond its tokens, in prompt tokens: it reads every weight once, as a
+decoding step does (~83 ms on this CPU, the time of ~38 prompt tokens at one row's ~460 tokens/s)."""
 
 
 class _Generate(NamedTuple):
@@ -171,6 +180,10 @@ class TransformersChatModel:
         max_wait_s: Longest a call waits for others to share its batch.
         gap_s: A batch that is not full starts once no call has joined it for this long.
         prefix_cache_tokens: Most tokens whose states the prefix cache holds; 0 turns it off.
+        prompts_by_row: Compute a batch's prompts one row at a time (then decode the rows together) rather than
+            as one padded batch; None: on a CPU only. A CPU computes a lone prompt at least as fast per token as
+            sixteen, and a padded batch also computes every row's padding up to its longest prompt (~30 % of a
+            first turn's tokens); a GPU runs the padded batch in about the time of one row.
     """
 
     def __init__(
@@ -185,6 +198,7 @@ class TransformersChatModel:
         max_wait_s: float = 0.2,
         gap_s: float = 0.01,
         prefix_cache_tokens: int = 65536,
+        prompts_by_row: bool | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -195,6 +209,7 @@ class TransformersChatModel:
             torch.set_num_threads(torch_threads)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.prompts_by_row = self.device.type == "cpu" if prompts_by_row is None else prompts_by_row
         if path.is_file():
             # transformers reads a GGUF file from its folder by name, de-quantizing it to ``dtype``. Recent versions
             # would rather keep it packed, with matmul kernels fetched from a hub at run time: say so outright.
@@ -276,13 +291,12 @@ class TransformersChatModel:
             )
         return results
 
-    def _prepare(self, prompts: list[list[int]], room: int) -> _Prepared:
-        """The batch's inputs laid out over each prompt's cached prefix (see :class:`_Prepared`), and a cache
-        holding those prefixes with ``room`` more columns for what the batch will add after the prompts."""
+    def _prepare(self, prompts: list[list[int]], found: list[CachedPrefix], room: int) -> _Prepared:
+        """The batch's inputs laid out over each prompt's cached prefix ``found`` (see :class:`_Prepared`), and a
+        cache holding those prefixes with ``room`` more columns for what the batch will add after the prompts."""
         torch = self._torch
         from transformers import StaticCache
 
-        found = [self.prefix_cache.longest(prompt) for prompt in prompts]
         cached = [hit.length for hit in found]
         width = max(cached)
         span = max(len(prompt) - length for prompt, length in zip(prompts, cached, strict=True))
@@ -298,14 +312,10 @@ class TransformersChatModel:
         if width:
             # Each row's cached states, left-padded to the longest; the padding is masked out.
             for layer in range(len(found[cached.index(width)].states)):
-                first = found[cached.index(width)].states[layer][0]
-                shape = (len(prompts), first.shape[0], width, first.shape[2])
-                keys = torch.zeros(shape, dtype=first.dtype, device=self.device)
-                values = torch.zeros_like(keys)
-                for row, hit in enumerate(found):
-                    if hit.length:
-                        keys[row, :, width - hit.length :] = hit.states[layer][0]
-                        values[row, :, width - hit.length :] = hit.states[layer][1]
+                if len(found) == 1:  # the cache copies them; nothing to pad
+                    keys, values = (state[None] for state in found[0].states[layer])
+                else:
+                    keys, values = self._left_padded([hit.states and hit.states[layer] for hit in found], width)
                 cache.update(keys, values, layer)
         return _Prepared(
             ids=torch.tensor(ids, device=self.device),
@@ -316,6 +326,82 @@ class TransformersChatModel:
             width=width,
             span=span,
         )
+
+    def _left_padded(self, states: list[tuple[Any, Any] | None], width: int) -> tuple[Any, Any]:
+        """One layer's keys and values of several rows (each ``(heads, length, dim)``, or None for no states),
+        right-aligned in ``width`` columns of zeros."""
+        first = next(state for state in states if state is not None)[0]
+        keys = self._torch.zeros(
+            (len(states), first.shape[0], width, first.shape[2]), dtype=first.dtype, device=self.device
+        )
+        values = self._torch.zeros_like(keys)
+        for row, state in enumerate(states):
+            if state is not None and state[0].shape[1]:
+                keys[row, :, width - state[0].shape[1] :] = state[0]
+                values[row, :, width - state[1].shape[1] :] = state[1]
+        return keys, values
+
+    def _prompt_pass(self, prompts: list[list[int]], room: int) -> tuple[_Prepared, Any]:
+        """Every prompt's states in one cache with ``room`` more columns, and each prompt's next-token logits.
+
+        With :attr:`prompts_by_row`, where that computes fewer tokens, each prompt runs alone (exactly as in the
+        unbatched engine) and the rows' states are then laid side by side, right-aligned; a row is then its whole
+        prompt, cached (``span`` 0). Otherwise they run as one batch, each padded to the longest.
+        """
+        torch = self._torch
+        from transformers import StaticCache
+
+        found = [self.prefix_cache.longest(prompt) for prompt in prompts]
+        rests = [len(prompt) - hit.length for prompt, hit in zip(prompts, found, strict=True)]
+        by_row = self.prompts_by_row and sum(rests) + len(rests) * _LONE_PASS_TOKENS < len(rests) * max(rests)
+        log.debug(
+            "prompts of %d rows: %d tokens, %d padded; %s",
+            len(rests),
+            sum(rests),
+            len(rests) * max(rests),
+            "by row" if by_row else "as one batch",
+        )
+        if by_row:
+            alone = [self._run_prompts([prompt], [hit], room) for prompt, hit in zip(prompts, found, strict=True)]
+            width = max(len(prompt) for prompt in prompts)
+            cache = StaticCache(config=self.model.config, max_cache_len=width + room)
+            for layer in range(len(alone[0][0].cache.layers)):
+                states = [
+                    (row.cache.layers[layer].keys[0, :, : len(p)], row.cache.layers[layer].values[0, :, : len(p)])
+                    for (row, _), p in zip(alone, prompts, strict=True)
+                ]
+                cache.update(*self._left_padded(states, width), layer)
+            pad = self._pad_id
+            return (
+                _Prepared(
+                    ids=torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device),
+                    mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device),
+                    cache=cache,
+                    cached=[len(prompt) for prompt in prompts],
+                    lengths=[len(prompt) for prompt in prompts],
+                    width=width,
+                    span=0,
+                ),
+                torch.cat([logits for _, logits in alone]),
+            )
+        return self._run_prompts(prompts, found, room)
+
+    def _run_prompts(self, prompts: list[list[int]], found: list[CachedPrefix], room: int) -> tuple[_Prepared, Any]:
+        """:meth:`_prompt_pass` for one padded batch."""
+        torch = self._torch
+        prepared = self._prepare(prompts, found, room)
+        width = prepared.width
+        positions = (prepared.mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self._forward(
+                prepared.cache,
+                input_ids=prepared.ids[:, width:],
+                attention_mask=prepared.mask,
+                position_ids=positions[:, width:],
+                cache_position=torch.arange(width, prepared.mask.shape[1], device=self.device),
+                logits_to_keep=1,
+            ).logits[:, -1]
+        return prepared, logits
 
     def _remember(self, prepared: _Prepared, row: int, tokens: list[int]) -> None:
         """Keep the states of row ``row``: its prompt and the first generated tokens, ``tokens`` in all.
@@ -351,13 +437,13 @@ class TransformersChatModel:
         """Completions of several chats, decoded together over their cached prefixes."""
         prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
         budget = max(r.max_new_tokens for r in requests)
-        prepared = self._prepare(prompts, room=budget)
+        prepared, logits = self._prompt_pass(prompts, room=budget)
         sampler = (
             SeededSampler([r.seed for r in requests], self.temperature, 0.9, self.device)
             if self.temperature > 0
             else None
         )
-        new, held = self._decode(prepared, prompts, budget, sampler)
+        new, held = self._decode(prepared, logits, prompts, budget, sampler)
         texts = []
         for row, r in enumerate(requests):
             own = self._count(new[row])
@@ -367,9 +453,10 @@ class TransformersChatModel:
         return texts
 
     def _decode(
-        self, prepared: _Prepared, prompts: list[list[int]], budget: int, sampler: SeededSampler | None
+        self, prepared: _Prepared, logits, prompts: list[list[int]], budget: int, sampler: SeededSampler | None
     ) -> tuple[list[list[int]], int]:
-        """Up to ``budget`` new tokens per row, and how many of them have their states in the cache.
+        """Up to ``budget`` new tokens per row after the prompts' next-token ``logits``, and how many of them have
+        their states in the cache.
 
         The loop ``generate`` would run for greedy search with a repetition penalty (and our sampler), without
         its per-token machinery, which took about a third of each token's time on this CPU. A row that reaches
@@ -378,7 +465,6 @@ class TransformersChatModel:
         """
         torch = self._torch
         rows = len(prompts)
-        width = prepared.width
         # Each row's tokens so far (prompt and output), as ids: the penalty then touches ~a thousand logits per row,
         # not all 49,152. Rows are padded with their own first id; a repeated id is penalized once all the same.
         distinct = [list(dict.fromkeys(prompt)) for prompt in prompts]
@@ -391,14 +477,6 @@ class TransformersChatModel:
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         drawn = []
         with torch.inference_mode():
-            logits = self._forward(
-                prepared.cache,
-                input_ids=prepared.ids[:, width:],
-                attention_mask=mask,
-                position_ids=positions[:, width:],
-                cache_position=torch.arange(width, mask.shape[1], device=self.device),
-                logits_to_keep=1,
-            ).logits[:, -1]
             position = positions[:, -1:]
             for step in range(budget):
                 logits = logits.float()
@@ -431,20 +509,9 @@ class TransformersChatModel:
         torch = self._torch
         prompts = [self._prompt_ids(r.messages) + self._text_ids(r.prefix) for r in requests]
         trees = [_ChoiceTree([self._text_ids(choice) for choice in r.choices]) for r in requests]
-        prepared = self._prepare(prompts, room=max(len(tree.inner) for tree in trees))
-        width = prepared.width
-        positions = (prepared.mask.cumsum(-1) - 1).clamp(min=0)
+        prepared, logits = self._prompt_pass(prompts, room=max(len(tree.inner) for tree in trees))
         with torch.inference_mode():
-            # Only the last column's logits (every prompt's next-token distribution) are needed.
-            head = self._forward(
-                prepared.cache,
-                input_ids=prepared.ids[:, width:],
-                attention_mask=prepared.mask,
-                position_ids=positions[:, width:],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            first = torch.log_softmax(head.logits[:, -1].float(), dim=-1)
+            first = torch.log_softmax(logits.float(), dim=-1)
             for row, request in enumerate(requests):
                 if request.remember:
                     self._remember(prepared, row, prompts[row])

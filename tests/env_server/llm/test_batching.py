@@ -335,11 +335,12 @@ PROMPTS = [
 
 # Identical results are a float32 property: bfloat16 rounds every product to 8 bits, so a batch's other kernel
 # blocking moves near-ties of the logits (see test_bfloat16_batches_agree_with_unbatched_within_its_rounding).
-@pytest.fixture(scope="module")
-def smollm2():
+@pytest.fixture(scope="module", params=[True, False], ids=["prompts by row", "prompts padded"])
+def smollm2(request):
+    """Batches of up to 8, their prompts computed a row at a time (the CPU's way) or as one padded batch (a GPU's)."""
     from env_server.llm.transformers_backend import TransformersChatModel
 
-    return TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=8)
+    return TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=8, prompts_by_row=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -413,6 +414,46 @@ def test_the_decoding_loop_writes_what_transformers_generate_writes(smollm2, pla
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             )
         assert text == tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True)
+
+
+def forward_shapes(model, chats: list[list[dict[str, str]]]) -> list[tuple[int, int]]:
+    """The (rows, tokens) of every model pass while ``chats`` generate together (greedy, 4 tokens)."""
+    shapes: list[tuple[int, int]] = []
+    forward = model.model.forward
+
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    async def together() -> list[str]:
+        return await asyncio.gather(*(model.generate(chat, max_new_tokens=4, seed=0) for chat in chats))
+
+    model.model.forward = recording
+    try:
+        asyncio.run(together())
+    finally:
+        del model.model.forward
+    return shapes
+
+
+@pytest.mark.slow
+def test_uneven_prompts_run_by_row_and_even_ones_padded_then_the_rows_decode_together(smollm2) -> None:
+    # One long prompt among short ones: padding all rows to the long one computes far more tokens than running each
+    # alone (on a CPU). Prompts of one length have no padding to save, and a lone pass reads every weight again.
+    long = [{"role": "user", "content": "I keep going over what she said at dinner. " * 30}]
+    uneven = [long] + [messages for messages, _ in PROMPTS[:3]]
+    even = [[{"role": "user", "content": f"Say something kind, number {n}."}] for n in range(4)]
+    shapes = forward_shapes(smollm2, uneven)
+    if smollm2.prompts_by_row:
+        assert [rows for rows, _ in shapes[:4]] == [1, 1, 1, 1]
+        assert shapes[0][1] > 200 and all(length < 100 for _, length in shapes[1:4])  # each its own length
+        steps = shapes[4:]
+    else:
+        assert shapes[0][0] == 4 and shapes[0][1] > 200
+        steps = shapes[1:]
+    assert steps and all(shape == (4, 1) for shape in steps)
+    shapes = forward_shapes(smollm2, even)
+    assert shapes[0][0] == 4 and all(shape == (4, 1) for shape in shapes[1:])
 
 
 @pytest.mark.slow
