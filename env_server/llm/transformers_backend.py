@@ -9,9 +9,9 @@ call runs alone, through the same code.
 * Prefix cache: a prompt that starts with tokens the model already ran (the same dialogue one call or one turn
   earlier, see :mod:`env_server.llm.prefix_cache`) starts from their key/value states; only the rest is computed.
   Calls made with ``remember=True`` leave their states for later prompts that extend them.
-* Prompts: on a CPU, each prompt of a batch runs alone over its cached prefix, exactly as in the unbatched model,
-  and the rows' states are then laid side by side for the batch (``prompts_by_row``): a CPU gains nothing from
-  batching prompts, and a padded batch would compute every row's padding too. On a GPU they run as one padded pass.
+* Prompts: on a CPU, where padding them to one length would compute more tokens, each prompt of a batch runs alone
+  over its cached prefix, exactly as in the unbatched model, and the rows' states are then laid side by side for the
+  batch (``prompts_by_row``): a CPU gains nothing from batching prompts. On a GPU they run as one padded pass.
 * Generation: one decoding loop for the batch over the rows' cached prefixes (positions follow the attention
   mask, so padding changes nothing): greedy search with transformers' repetition penalty, as ``generate``
   would run it, minus ``generate``'s per-token overhead.
@@ -127,7 +127,8 @@ def _float32_head(model) -> None:
 
 _LONE_PASS_TOKENS = 32
 """What a prompt pass of one row costs beyond its tokens, in prompt tokens: it reads every weight once, as a
-decoding step does (~83 ms on this CPU, the time of ~38 prompt tokens at one row's ~460 tokens/s)."""
+decoding step does: ~83 ms on the AMD machine, the time of ~38 prompt tokens at one row's ~460 tokens/s (~30 on
+the Intel one: 46 ms at ~650 tokens/s)."""
 
 
 class _Generate(NamedTuple):
