@@ -351,8 +351,6 @@ class TransformersChatModel:
         prompt, cached (``span`` 0). Otherwise they run as one batch, each padded to the longest.
         """
         torch = self._torch
-        from transformers import StaticCache
-
         found = [self.prefix_cache.longest(prompt) for prompt in prompts]
         rests = [len(prompt) - hit.length for prompt, hit in zip(prompts, found, strict=True)]
         by_row = self.prompts_by_row and sum(rests) + len(rests) * _LONE_PASS_TOKENS < len(rests) * max(rests)
@@ -365,27 +363,14 @@ class TransformersChatModel:
         )
         if by_row:
             alone = [self._run_prompts([prompt], [hit], room) for prompt, hit in zip(prompts, found, strict=True)]
-            width = max(len(prompt) for prompt in prompts)
-            cache = StaticCache(config=self.model.config, max_cache_len=width + room)
-            for layer in range(len(alone[0][0].cache.layers)):
-                states = [
-                    (row.cache.layers[layer].keys[0, :, : len(p)], row.cache.layers[layer].values[0, :, : len(p)])
-                    for (row, _), p in zip(alone, prompts, strict=True)
-                ]
-                cache.update(*self._left_padded(states, width), layer)
-            pad = self._pad_id
-            return (
-                _Prepared(
-                    ids=torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device),
-                    mask=torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device),
-                    cache=cache,
-                    cached=[len(prompt) for prompt in prompts],
-                    lengths=[len(prompt) for prompt in prompts],
-                    width=width,
-                    span=0,
-                ),
-                torch.cat([logits for _, logits in alone]),
-            )
+            # Each row's whole prompt is now computed: lay them out as cached prefixes with nothing left to run.
+            whole = [
+                CachedPrefix(
+                    len(p), [(layer.keys[0, :, : len(p)], layer.values[0, :, : len(p)]) for layer in row.cache.layers]
+                )
+                for (row, _), p in zip(alone, prompts, strict=True)
+            ]
+            return self._prepare(prompts, whole, room), torch.cat([logits for _, logits in alone])
         return self._run_prompts(prompts, found, room)
 
     def _run_prompts(self, prompts: list[list[int]], found: list[CachedPrefix], room: int) -> tuple[_Prepared, Any]:
