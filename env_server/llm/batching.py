@@ -46,6 +46,7 @@ __all__ = ["BatchScheduler"]
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+T = TypeVar("T")
 
 
 @dataclass
@@ -105,6 +106,14 @@ class BatchScheduler(Generic[Req, Res]):
         )
         self._lock = threading.Lock()
         self._closed = False
+
+    def run_on_worker(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the worker thread, where batches run, and wait for its result (this call blocks).
+
+        For set-up that must happen on the thread that will run the batches, such as loading a model: on a CPU,
+        torch's OpenMP keeps a team of threads for each thread that calls it.
+        """
+        return self._executor.submit(work).result()
 
     async def submit(self, request: Req) -> Res:
         """The result of ``request``, computed in a batch with other waiting requests of the same key.

@@ -250,6 +250,17 @@ def test_a_cancelled_request_is_dropped_and_the_rest_still_run() -> None:
     assert run.batches == [[0], [2]]
 
 
+def test_set_up_runs_on_the_thread_that_runs_the_batches() -> None:
+    run = Recorder()
+    scheduler = BatchScheduler(run, max_batch_size=4, max_wait_s=0.01, thread_name="attune-test")
+    set_up = scheduler.run_on_worker(lambda: threading.current_thread().name)
+    assert set_up.startswith("attune-test") and set_up != threading.current_thread().name
+    assert asyncio.run(scheduler.submit(1)) == 10
+    assert run.threads == [set_up]
+    with pytest.raises(ZeroDivisionError):  # its error reaches the caller
+        scheduler.run_on_worker(lambda: 1 / 0)
+
+
 def test_serves_successive_event_loops() -> None:
     run = Recorder()
     scheduler = BatchScheduler(run, max_batch_size=4, max_wait_s=0.01)
@@ -372,6 +383,34 @@ def batch_sizes(model) -> list[int]:
 
     model.scheduler.run_batch = recording
     return sizes
+
+
+@pytest.mark.slow
+def test_the_model_is_loaded_and_packed_on_the_thread_that_runs_its_batches(monkeypatch) -> None:
+    # torch keeps a team of OpenMP threads per calling thread; a second one (the loader's) slowed every later step.
+    from env_server.llm import transformers_backend
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    threads: list[str] = []
+    real_pack = transformers_backend.pack_linears
+
+    def recording_pack(model) -> int:
+        threads.append(threading.current_thread().name)
+        return real_pack(model)
+
+    monkeypatch.setattr(transformers_backend, "pack_linears", recording_pack)
+    model = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=2, pack_weights=True)
+    sizes = batch_sizes(model)
+    run = model.scheduler.run_batch
+
+    def recording_run(requests):
+        threads.append(threading.current_thread().name)
+        return run(requests)
+
+    model.scheduler.run_batch = recording_run
+    asyncio.run(model.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2, seed=0))
+    assert sizes == [1] and len(threads) == 2
+    assert threads[0] == threads[1] and threads[0].startswith("attune-model")
 
 
 @pytest.mark.slow
