@@ -24,6 +24,9 @@ call runs alone, through the same code.
   float rounding of the padded batch moves a probability across a sampling threshold (rare).
 * Attention: prompts and choice trees are masked, and transformers' ``sdpa`` would copy every key/value head for
   each query head sharing it; :mod:`env_server.llm.attention` folds the query heads instead (same arithmetic).
+* Linear layers: on a CPU, the few rows of a decoding step (and of short prompts) are multiplied through oneDNN with
+  weights packed once at load, which is faster than MKL there; long prompts stay with MKL
+  (:mod:`env_server.llm.linear`).
 * Precision: float32 by default, so a request's result does not depend on its batch. bfloat16 (``dtype``, or
   ``"auto"`` where the hardware multiplies it) is faster on a CPU with AMX or a GPU, but rounds a padded batch apart
   from a lone prompt; its logits still come from a float32 copy of the head (:func:`_float32_head`).
@@ -43,6 +46,7 @@ from typing import Any, NamedTuple
 
 from env_server.llm import attention
 from env_server.llm.batching import BatchScheduler
+from env_server.llm.linear import pack_linears, packable_dtypes
 from env_server.llm.prefix_cache import CachedPrefix, PrefixCache
 from env_server.llm.sampling import SeededSampler
 from env_server.settings import DtypeName
@@ -186,6 +190,9 @@ class TransformersChatModel:
             least as fast per token as sixteen, and a padded batch also computes every row's padding (16 % more
             tokens in a first turn, which ran 25 % faster by row); a GPU runs the padded batch in about the time of
             one row.
+        pack_weights: Multiply the few rows of decoding steps through oneDNN with prepacked weights (see
+            :mod:`env_server.llm.linear`; the linear weights then take twice their memory); None: on a CPU, in
+            float32, or in bfloat16 where the CPU has its instructions.
     """
 
     def __init__(
@@ -201,14 +208,13 @@ class TransformersChatModel:
         gap_s: float = 0.01,
         prefix_cache_tokens: int = 65536,
         prompts_by_row: bool | None = None,
+        pack_weights: bool | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         path = Path(model) if model else bundled_smollm2()
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.prompts_by_row = self.device.type == "cpu" if prompts_by_row is None else prompts_by_row
@@ -229,17 +235,39 @@ class TransformersChatModel:
         """Tokens generated so far, up to each row's end of turn (read by the server's metrics)."""
         self.temperature = temperature
         self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            where,
-            dtype=getattr(torch, self.dtype),
-            attn_implementation=attention.register(),
-            local_files_only=True,
-            **extra,
-            **loading,
+        self.scheduler = BatchScheduler(
+            self._run_batch,
+            key=_batch_key,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            gap_s=gap_s,
+            thread_name="attune-model",
         )
-        self.model.to(self.device).eval()
-        if self.dtype != "float32":
-            _float32_head(self.model)
+
+        # All torch work runs on the scheduler's one thread, loading included: torch's OpenMP keeps a team of
+        # threads per calling thread, and on 2 cores a second team (the loader's) made every later decoding step
+        # 1.4-1.8x slower (SmolLM2, float32: 34 -> 61 ms at 1 row, 102 -> 141 ms at 16).
+        def load() -> tuple[Any, int]:
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
+            model = AutoModelForCausalLM.from_pretrained(
+                where,
+                dtype=getattr(torch, self.dtype),
+                attn_implementation=attention.register(),
+                local_files_only=True,
+                **extra,
+                **loading,
+            )
+            model.to(self.device).eval()
+            if self.dtype != "float32":
+                _float32_head(model)
+            pack = pack_weights
+            if pack is None:
+                pack = self.device.type == "cpu" and getattr(torch, self.dtype) in packable_dtypes()
+            return model, pack_linears(model) if pack else 0
+
+        self.model, self.packed_linears = self.scheduler.run_on_worker(load)
+        """``packed_linears``: how many linear layers multiply few rows through oneDNN's packed weights."""
         self._cache_keyword = cache_keyword(self.model)
         eos = self.model.generation_config.eos_token_id
         self._pad_id: int = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
@@ -250,15 +278,14 @@ class TransformersChatModel:
         } - {None}
         """Tokens that end a turn: the model's end-of-sequence tokens and the pad token."""
         self.prefix_cache = PrefixCache(prefix_cache_tokens)
-        self.scheduler = BatchScheduler(
-            self._run_batch,
-            key=_batch_key,
-            max_batch_size=max_batch_size,
-            max_wait_s=max_wait_s,
-            gap_s=gap_s,
-            thread_name="attune-model",
+        log.info(
+            "loaded %s on %s in %s (batches of up to %d; %d linear layers packed for few rows)",
+            path,
+            self.device,
+            self.dtype,
+            max_batch_size,
+            self.packed_linears,
         )
-        log.info("loaded %s on %s in %s (batches of up to %d)", path, self.device, self.dtype, max_batch_size)
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
