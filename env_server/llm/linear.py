@@ -10,11 +10,11 @@ reordered into its blocked layout. SmolLM2's products of one decoding step, in m
 | AMD EPYC, Zen 3 | 40 / 29 | 84 / 53 | | |
 | Intel Sapphire Rapids (AMX) | 21.6 / 28.1 | 51.5 / 43.1 | 21.4 / 14.8 | 21.9 / 15.5 |
 
-From about 1,024 rows (a long prompt) MKL is as fast (float32: 941 against 901 ms on the Intel machine, 1.24 s
-against 1.38 s on the AMD one), so inputs of :data:`FEW_ROWS` rows or more stay with it. Below a few rows it depends
-on the CPU (the Intel machine's MKL wins at 1-2 rows in float32), so :func:`pack_linears` times both on the model's
-own first layers and sets where packing starts. torch's compiler (inductor) makes the same substitution for a
-frozen model on a CPU.
+MKL catches up as rows grow: in float32 it was as fast from 256 rows on the AMD machine (1,024 rows: 1.24 s
+against 1.38 s) and from 1,024 on the Intel one (941 against 901 ms), so inputs of :data:`FEW_ROWS` rows or more
+(prompts) stay with it. Below a few rows it depends on the CPU (the Intel machine's MKL wins at 1-2 rows in
+float32), so :func:`pack_linears` times both on the model's own first layers and sets where packing starts. torch's
+compiler (inductor) makes the same substitution for a frozen model on a CPU.
 
 :class:`PackedLinear` keeps the dense weight (MKL's rows, tied embeddings, ``state_dict``) and adds the packed
 copy, so the weights take twice their memory.
