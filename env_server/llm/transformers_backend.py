@@ -339,13 +339,7 @@ class TransformersChatModel:
         # token, which costs more than the decoding itself once contexts reach a thousand tokens.
         cache = StaticCache(config=self.model.config, max_cache_len=width + span + room)
         if width:
-            # Each row's cached states, left-padded to the longest; the padding is masked out.
-            for layer in range(len(found[cached.index(width)].states)):
-                if len(found) == 1:  # the cache copies them; nothing to pad
-                    keys, values = (state[None] for state in found[0].states[layer])
-                else:
-                    keys, values = self._left_padded([hit.states and hit.states[layer] for hit in found], width)
-                cache.update(keys, values, layer)
+            self._lay_out(cache, found, width)
         return _Prepared(
             ids=torch.tensor(ids, device=self.device),
             lengths=[len(prompt) for prompt in prompts],
@@ -356,19 +350,30 @@ class TransformersChatModel:
             span=span,
         )
 
-    def _left_padded(self, states: list[tuple[Any, Any] | None], width: int) -> tuple[Any, Any]:
-        """One layer's keys and values of several rows (each ``(heads, length, dim)``, or None for no states),
-        right-aligned in ``width`` columns of zeros."""
-        first = next(state for state in states if state is not None)[0]
-        keys = self._torch.zeros(
-            (len(states), first.shape[0], width, first.shape[2]), dtype=first.dtype, device=self.device
-        )
-        values = self._torch.zeros_like(keys)
-        for row, state in enumerate(states):
-            if state is not None and state[0].shape[1]:
-                keys[row, :, width - state[0].shape[1] :] = state[0]
-                values[row, :, width - state[1].shape[1] :] = state[1]
-        return keys, values
+    def _lay_out(self, cache, found: list[CachedPrefix], width: int) -> None:
+        """Write each row's cached states into ``cache``, right-aligned in its first ``width`` columns (zeros before
+        them, masked out), straight into the cache's own tensors.
+
+        Laying the rows out in a buffer and handing it to ``cache.update`` copied every state twice, the second
+        time through ``index_copy_``: ~4x the time of one plain copy, ~10 % of a batched run.
+        """
+        rows = len(found)
+        for index, layer in enumerate(cache.layers):
+            keys, values = next(hit.states[index] for hit in found if hit.length)
+            # An update of no columns allocates the layer's tensors (zeroed) and copies nothing.
+            cache.update(
+                keys.new_empty((rows, keys.shape[0], 0, keys.shape[2])),
+                values.new_empty((rows, values.shape[0], 0, values.shape[2])),
+                index,
+            )
+            for row, hit in enumerate(found):
+                if hit.length:
+                    layer.keys[row, :, width - hit.length : width] = hit.states[index][0]
+                    layer.values[row, :, width - hit.length : width] = hit.states[index][1]
+            # transformers 5 writes a pass's states after the columns it counts as filled (older releases write
+            # where the pass's cache_position says, which is ``width`` on).
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length.fill_(width)
 
     def _prompt_pass(self, prompts: list[list[int]], room: int) -> tuple[_Prepared, Any]:
         """Every prompt's states in one cache with ``room`` more columns, and each prompt's next-token logits.
