@@ -1,13 +1,15 @@
 """What a running server holds: settings, personas, store, and the simulator once it has loaded.
 
 The simulator (a model, in production) loads in a background thread after start-up, so ``/healthz``
-answers at once and ``/readyz`` turns ready when the model is loaded and the store reachable.
+answers at once and ``/readyz`` turns ready when the model is loaded, has primed the personas' prompts (see
+``ChatSimulator.prime``) and the store is reachable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from env_server.errors import BackendUnavailable
@@ -45,6 +47,7 @@ class Runtime:
             log.exception("simulator failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
+        await self._prime()
         self.metrics.count_tokens_with(
             lambda: getattr(self.simulator, "generated_tokens", 0),
             lambda: getattr(self.simulator, "prompt_tokens", (0, 0)),
@@ -53,6 +56,26 @@ class Runtime:
             self.settings, self.catalog, self.simulator, self.store, HeuristicSimulator(), self.metrics
         )
         log.info("ready: %s simulator, %d personas", self.simulator.name, len(self.catalog))
+
+    async def _prime(self) -> None:
+        """Let the simulator compute the personas' shared prompts before serving, where it can; a failure only
+        costs speed, so it is logged, not raised."""
+        prime = getattr(self.simulator, "prime", None)
+        if prime is None:
+            return
+        started = time.perf_counter()
+        try:
+            tokens = await asyncio.to_thread(prime, list(self.catalog))
+        except Exception:
+            log.exception("priming the personas' prompts failed; serving without")
+            return
+        if tokens:
+            log.info(
+                "primed %d tokens of %d personas' prompts in %.1f s",
+                tokens,
+                len(self.catalog),
+                time.perf_counter() - started,
+            )
 
     @property
     def service(self) -> EpisodeService:

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Tokens of attention states the transformers backend keeps for prompts that repeat; 0 = off.",
     )
+    pinned_prefix_tokens: int = Field(
+        default=24576,
+        ge=0,
+        description=(
+            "Tokens of the personas' system prompts the transformers backend computes before turning ready and keeps"
+            " for good, besides prefix_cache_tokens; 0 = off."
+        ),
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; torch's default when absent."
     )

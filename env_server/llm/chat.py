@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
@@ -26,11 +27,13 @@ from env_server.llm.prompts import (
     FEELING_PREFIX,
     NO_REPLY,
     appraisal_messages,
+    appraisal_system_messages,
     delta_for_choice,
     opening_messages,
     reply_messages,
 )
 from env_server.llm.protocol import Appraisal, Turn, TurnContext
+from env_server.personas.schema import Persona
 
 __all__ = ["ChatModel", "ChatSimulator", "clean_reply", "parse_feeling"]
 
@@ -129,6 +132,13 @@ class ChatSimulator:
         """Prompt tokens the model read so far: (served from its prefix cache, computed); (0, 0) without one."""
         cache = getattr(self.model, "prefix_cache", None)
         return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
+    def prime(self, personas: Iterable[Persona]) -> int:
+        """Have the model compute, once, the system message that every prompt of each persona begins with, and keep
+        it (a local model with a prefix cache: ``prime``); how many tokens it keeps. Blocks: call it off the event
+        loop, before serving."""
+        prime = getattr(self.model, "prime", None)
+        return prime([appraisal_system_messages(persona) for persona in personas]) if prime is not None else 0
 
     async def appraise(self, context: TurnContext) -> Appraisal:
         messages = appraisal_messages(context, window=self.transcript_window)

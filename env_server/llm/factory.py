@@ -45,6 +45,7 @@ def build_simulator(settings: Settings) -> Simulator:
         max_wait_s=settings.max_wait_ms / 1000,
         gap_s=min(settings.batch_gap_ms, settings.max_wait_ms) / 1000,
         prefix_cache_tokens=settings.prefix_cache_tokens,
+        pinned_prefix_tokens=settings.pinned_prefix_tokens,
     )
     return _chat_simulator(model, settings)
 

@@ -13,6 +13,10 @@ Entries are whole sequences, each one row of per-layer ``(keys, values)`` tensor
 ``[heads, tokens, head_dim]``. A new entry replaces any entry that is a prefix of it (the longer one serves
 every prompt the shorter one did), and a sequence that starts a held entry is not stored again. The least
 recently used entries are dropped once the entries hold more than ``max_tokens`` tokens in all.
+
+*Pinned* entries (:meth:`PrefixCache.pin`) sit outside that order: the prompts every episode of a persona begins
+with, computed once when the server starts. They are never evicted nor replaced by a longer entry, so a persona's
+first turn finds them however many other dialogues ran since; they have their own budget, ``max_pinned_tokens``.
 """
 
 from __future__ import annotations
@@ -45,15 +49,20 @@ class PrefixCache:
     """Key/value states of recent token sequences, looked up by longest common prefix.
 
     Args:
-        max_tokens: Most tokens held over all entries; 0 keeps nothing.
+        max_tokens: Most tokens held over all entries but the pinned ones; 0 keeps nothing.
+        max_pinned_tokens: Most tokens held over all pinned entries; 0 pins nothing.
     """
 
-    def __init__(self, max_tokens: int) -> None:
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must not be negative, not {max_tokens}")
+    def __init__(self, max_tokens: int, max_pinned_tokens: int = 0) -> None:
+        if max_tokens < 0 or max_pinned_tokens < 0:
+            raise ValueError(f"token budgets must not be negative, not {max_tokens} and {max_pinned_tokens}")
         self.max_tokens = max_tokens
+        self.max_pinned_tokens = max_pinned_tokens
         self._entries: OrderedDict[tuple[int, ...], _Entry] = OrderedDict()
+        self._pinned: dict[tuple[int, ...], _Entry] = {}
         self._tokens = 0
+        self.pinned_tokens = 0
+        """Tokens held now by pinned entries."""
         self._lock = threading.Lock()
         self.hits = 0
         """Prompt tokens served from the cache so far."""
@@ -62,11 +71,11 @@ class PrefixCache:
 
     @property
     def tokens(self) -> int:
-        """Tokens held now, over all entries."""
+        """Tokens held now, over all entries but the pinned ones."""
         return self._tokens
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._pinned)
 
     def longest(self, tokens: Sequence[int]) -> CachedPrefix:
         """The states of the longest cached prefix of ``tokens``, at most ``len(tokens) - 1`` long.
@@ -76,10 +85,10 @@ class PrefixCache:
         """
         limit = len(tokens) - 1
         best, best_key = 0, None
-        if limit > 0 and self._entries:
+        if limit > 0 and (self._entries or self._pinned):
             query = torch.tensor(tokens[:limit])
             with self._lock:
-                entries = list(self._entries.items())
+                entries = [*self._pinned.items(), *self._entries.items()]
             for key, entry in entries:
                 width = min(limit, len(key))
                 if width <= best:
@@ -93,12 +102,13 @@ class PrefixCache:
         if best_key is None:
             return CachedPrefix(0, None)
         with self._lock:
-            entry = self._entries.get(best_key)
+            entry = self._pinned.get(best_key) or self._entries.get(best_key)
             if entry is None:  # evicted meanwhile
                 self.hits -= best
                 self.misses += best
                 return CachedPrefix(0, None)
-            self._entries.move_to_end(best_key)
+            if best_key in self._entries:
+                self._entries.move_to_end(best_key)
         return CachedPrefix(best, [(k[:, :best], v[:, :best]) for k, v in entry.states])
 
     def put(self, tokens: Sequence[int], states: LayerStates) -> None:
@@ -108,6 +118,8 @@ class PrefixCache:
             return
         entry = _Entry(torch.tensor(key), states)
         with self._lock:
+            if any(len(old) >= len(key) and old[: len(key)] == key for old in self._pinned):
+                return
             for old in self._entries:
                 if len(old) >= len(key) and old[: len(key)] == key:
                     self._entries.move_to_end(old)  # already held, as the start of a longer entry
@@ -121,3 +133,16 @@ class PrefixCache:
             while self._tokens > self.max_tokens:
                 old, _ = self._entries.popitem(last=False)
                 self._tokens -= len(old)
+
+    def pin(self, tokens: Sequence[int], states: LayerStates) -> bool:
+        """Keep the states of ``tokens`` for good (see the module); False, keeping nothing, when they would take the
+        pinned entries past ``max_pinned_tokens``. Pinning a sequence already pinned changes nothing."""
+        key = tuple(tokens)
+        with self._lock:
+            if key in self._pinned:
+                return True
+            if not key or self.pinned_tokens + len(key) > self.max_pinned_tokens:
+                return False
+            self._pinned[key] = _Entry(torch.tensor(key), states)
+            self.pinned_tokens += len(key)
+        return True

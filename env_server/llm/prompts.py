@@ -20,6 +20,7 @@ __all__ = [
     "FEELING_PREFIX",
     "NO_REPLY",
     "appraisal_messages",
+    "appraisal_system_messages",
     "delta_for_choice",
     "opening_messages",
     "reply_messages",
@@ -96,6 +97,11 @@ def _appraisal_system(persona: Persona) -> str:
     )
 
 
+def appraisal_system_messages(persona: Persona) -> ChatMessages:
+    """The system message that every appraisal and reply prompt of ``persona`` begins with, in every episode."""
+    return [{"role": "system", "content": _appraisal_system(persona)}]
+
+
 def appraisal_messages(context: TurnContext, *, window: int = 0) -> ChatMessages:
     """Messages whose completion is the persona's inner thoughts about the supporter's last reply.
 
@@ -107,7 +113,7 @@ def appraisal_messages(context: TurnContext, *, window: int = 0) -> ChatMessages
     """
     transcript = _transcript(context, window)
     user = f"The conversation so far:\n{transcript}\n\n(Your mood before that last message: {context.emotion}/100.)"
-    return [{"role": "system", "content": _appraisal_system(context.persona)}, {"role": "user", "content": user}]
+    return [*appraisal_system_messages(context.persona), {"role": "user", "content": user}]
 
 
 def _roleplay_system(context: TurnContext) -> str:

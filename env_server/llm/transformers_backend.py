@@ -8,7 +8,8 @@ call runs alone, through the same code.
 
 * Prefix cache: a prompt that starts with tokens the model already ran (the same dialogue one call or one turn
   earlier, see :mod:`env_server.llm.prefix_cache`) starts from their key/value states; only the rest is computed.
-  Calls made with ``remember=True`` leave their states for later prompts that extend them.
+  Calls made with ``remember=True`` leave their states for later prompts that extend them. :meth:`prime` computes
+  the beginnings that many chats share (every persona's system message) once and pins them there.
 * Prompts: on a CPU, where padding them to one length would compute more tokens, each prompt of a batch runs alone
   over its cached prefix, exactly as in the unbatched model, and the rows' states are then laid side by side for the
   batch (``prompts_by_row``): a CPU gains nothing from batching prompts. On a GPU they run as one padded pass.
@@ -185,6 +186,7 @@ class TransformersChatModel:
         max_wait_s: Longest a call waits for others to share its batch.
         gap_s: A batch that is not full starts once no call has joined it for this long.
         prefix_cache_tokens: Most tokens whose states the prefix cache holds; 0 turns it off.
+        pinned_prefix_tokens: Most tokens whose states :meth:`prime` pins in the prefix cache, besides those.
         prompts_by_row: Where it computes fewer tokens, run a batch's prompts one row at a time (then decode the
             rows together) rather than as one padded batch; None: on a CPU only. A CPU computes a lone prompt at
             least as fast per token as sixteen, and a padded batch also computes every row's padding (16 % more
@@ -207,6 +209,7 @@ class TransformersChatModel:
         max_wait_s: float = 0.2,
         gap_s: float = 0.01,
         prefix_cache_tokens: int = 65536,
+        pinned_prefix_tokens: int = 0,
         prompts_by_row: bool | None = None,
         pack_weights: bool | None = None,
     ) -> None:
@@ -277,7 +280,7 @@ class TransformersChatModel:
             self.tokenizer.pad_token_id,
         } - {None}
         """Tokens that end a turn: the model's end-of-sequence tokens and the pad token."""
-        self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        self.prefix_cache = PrefixCache(prefix_cache_tokens, pinned_prefix_tokens)
         log.info(
             "loaded %s on %s in %s (batches of up to %d; %d linear layers packed for few rows)",
             path,
@@ -290,6 +293,34 @@ class TransformersChatModel:
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _lasting_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The tokens every prompt that continues ``messages`` with a user message begins with: the common start
+        of two such prompts (a chat template may end a message with tokens that depend on the next one)."""
+        one, other = (self._prompt_ids([*messages, {"role": "user", "content": text}]) for text in ("A", "Z"))
+        same = next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b), min(len(one), len(other)))
+        return one[:same]
+
+    def prime(self, chats: list[list[dict[str, str]]]) -> int:
+        """Compute the lasting beginning of each chat (see :meth:`_lasting_ids`) and pin its states in the prefix
+        cache, in order, until ``pinned_prefix_tokens`` is full; how many tokens are pinned. Blocks the caller
+        (the work runs on the model's thread, between batches).
+
+        For the system messages of the personas: every appraisal and reply prompt of a persona begins with its
+        system message (~370 tokens, most of a first turn's computed prompt), in every episode.
+        """
+
+        def work() -> int:
+            for messages in chats:
+                tokens = self._lasting_ids(messages)
+                if not tokens or self.prefix_cache.pinned_tokens + len(tokens) > self.prefix_cache.max_pinned_tokens:
+                    continue
+                prepared, _ = self._run_prompts([tokens], [CachedPrefix(0, None)], room=0)
+                # The cache holds exactly these tokens (no room): its rows are the states.
+                self.prefix_cache.pin(tokens, [(layer.keys[0], layer.values[0]) for layer in prepared.cache.layers])
+            return self.prefix_cache.pinned_tokens
+
+        return self.scheduler.run_on_worker(work)
 
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -61,6 +61,7 @@ def test_kill_9_during_a_step_applies_nothing_and_episode_continues() -> None:
     # for at most that long after the crash.
     lease_s = 3
     extra = {"ATTUNE_STEP_LEASE_S": str(lease_s), "ATTUNE_MAX_NEW_TOKENS": "24", "ATTUNE_THOUGHTS_TOKENS": "24"}
+    extra["ATTUNE_PINNED_PREFIX_TOKENS"] = "0"  # a first appraisal that computes its whole prompt: a slow step
     with redis_server() as port:
         env = env_for(port, backend="transformers", **extra)
         first = ServerProcess(env, free_port()).wait_ready(600)

@@ -117,3 +117,80 @@ def test_a_cached_dialogue_simulates_exactly_as_an_uncached_one(catalog) -> None
     assert asyncio.run(dialogue(cached)) == asyncio.run(dialogue(plain))
     assert cached.prefix_cache.hits > 2 * cached.prefix_cache.misses
     assert plain.prefix_cache.hits == 0
+
+
+def test_a_pinned_entry_is_found_and_outlives_the_lru_entries() -> None:
+    cache = PrefixCache(6, max_pinned_tokens=4)
+    assert cache.pin([7, 7, 7], states([7, 7, 7]))
+    for first in range(1, 5):  # 12 tokens through a 6-token budget: every LRU entry but the last two is evicted
+        cache.put([first] * 3, states([first] * 3))
+    assert cache.longest([1, 1, 1, 5]).length == 0
+    found = cache.longest([7, 7, 7, 5])
+    assert found.length == 3 and found.states[0][0][0, :, 0].tolist() == [7.0, 7.0, 7.0]
+    assert (cache.tokens, cache.pinned_tokens, len(cache)) == (6, 3, 3)
+
+
+def test_a_longer_entry_does_not_replace_a_pinned_one_and_a_prefix_of_it_is_not_stored() -> None:
+    cache = PrefixCache(100, max_pinned_tokens=10)
+    cache.pin([1, 2, 3], states([1, 2, 3]))
+    cache.put([1, 2, 3, 4, 5], states([1, 2, 3, 4, 5]))  # a dialogue that began with the pinned prompt
+    cache.put([1, 2], states([1, 2]))  # held already, as the start of the pinned entry
+    assert (cache.tokens, cache.pinned_tokens, len(cache)) == (5, 3, 2)
+    assert cache.longest([1, 2, 3, 4, 5, 6]).length == 5  # the longer dialogue serves its own continuation
+    cache.put([9], states([9]))
+    cache.max_tokens = 1
+    cache.put([8], states([8]))  # evicts every LRU entry but this one
+    assert cache.longest([1, 2, 3, 4, 5, 6]).length == 3  # the pinned prompt remains
+
+
+def test_pinning_past_the_pinned_budget_keeps_nothing_and_a_repeat_is_counted_once() -> None:
+    cache = PrefixCache(100, max_pinned_tokens=5)
+    assert cache.pin([1, 2, 3], states([1, 2, 3]))
+    assert cache.pin([1, 2, 3], states([1, 2, 3]))
+    assert not cache.pin([4, 5, 6], states([4, 5, 6]))
+    assert cache.pinned_tokens == 3 and cache.longest([4, 5, 6, 7]).length == 0
+    assert not PrefixCache(100).pin([1], states([1]))  # no pinned budget by default
+    with pytest.raises(ValueError, match="negative"):
+        PrefixCache(10, max_pinned_tokens=-1)
+
+
+@pytest.mark.slow
+def test_primed_personas_serve_their_first_turn_and_simulate_as_unprimed(catalog) -> None:
+    # The personas' system messages are pinned before any episode: a first appraisal then computes only what follows
+    # them, and the dialogue (greedy, float32) is the one a model computing every prompt in full writes. A budget
+    # smaller than the pack pins the personas that fit, in order.
+    from attune_client.wire import Role
+    from env_server.llm.chat import ChatSimulator
+    from env_server.llm.prompts import appraisal_messages, appraisal_system_messages
+    from env_server.llm.protocol import Turn, TurnContext
+    from env_server.llm.transformers_backend import TransformersChatModel
+
+    personas = list(catalog)[:3]
+    primed = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=4, pinned_prefix_tokens=100_000)
+    plain = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
+    assert ChatSimulator(plain).prime(personas) == 0  # no pinned budget: nothing computed or kept
+    pinned = ChatSimulator(primed, max_new_tokens=16, thoughts_tokens=12).prime(personas)
+    systems = [primed._lasting_ids(appraisal_system_messages(persona)) for persona in personas]
+    assert pinned == sum(len(tokens) for tokens in systems) == primed.prefix_cache.pinned_tokens
+    assert all(len(tokens) > 300 for tokens in systems)
+
+    def context(persona) -> TurnContext:
+        history = (Turn(Role.user, persona.opening or "Hi."), Turn(Role.assistant, "That sounds hard. What happened?"))
+        return TurnContext(persona=persona, history=history, emotion=persona.initial_emotion, turn=1, seed=3)
+
+    prompts = [primed._prompt_ids(appraisal_messages(context(persona))) for persona in personas]
+    assert all(p[: len(s)] == s for p, s in zip(prompts, systems, strict=True))  # they begin the real prompts
+
+    async def first_turns(model) -> list[tuple[str, int]]:
+        simulator = ChatSimulator(model, max_new_tokens=16, thoughts_tokens=12)
+        appraisals = await asyncio.gather(*(simulator.appraise(context(persona)) for persona in personas))
+        return [(appraisal.thoughts, appraisal.delta) for appraisal in appraisals]
+
+    misses = primed.prefix_cache.misses
+    assert asyncio.run(first_turns(primed)) == asyncio.run(first_turns(plain))
+    # Each first appraisal, its blank-reply baseline and its thoughts computed only what follows the system message.
+    after_system = sum(len(p) - len(s) for p, s in zip(prompts, systems, strict=True))
+    assert primed.prefix_cache.misses - misses < 2 * after_system + 40 * len(personas) < pinned
+
+    small = TransformersChatModel(dtype="float32", max_batch_size=1, pinned_prefix_tokens=len(systems[0]) + 10)
+    assert ChatSimulator(small).prime(personas) == len(systems[0])  # the second and third do not fit
