@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Tokens of the personas' system prompts the transformers backend computes before turning ready and keeps"
-            " for good, besides prefix_cache_tokens; 0 = off."
+            " for good, besides prefix_cache_tokens; 0 = off (as when prefix_cache_tokens is 0)."
         ),
     )
     torch_threads: int | None = Field(

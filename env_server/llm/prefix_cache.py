@@ -102,7 +102,9 @@ class PrefixCache:
         if best_key is None:
             return CachedPrefix(0, None)
         with self._lock:
-            entry = self._pinned.get(best_key) or self._entries.get(best_key)
+            entry = self._pinned.get(best_key)
+            if entry is None:
+                entry = self._entries.get(best_key)
             if entry is None:  # evicted meanwhile
                 self.hits -= best
                 self.misses += best
@@ -133,6 +135,10 @@ class PrefixCache:
             while self._tokens > self.max_tokens:
                 old, _ = self._entries.popitem(last=False)
                 self._tokens -= len(old)
+
+    def is_pinned(self, tokens: Sequence[int]) -> bool:
+        """Whether exactly ``tokens`` are pinned."""
+        return tuple(tokens) in self._pinned
 
     def pin(self, tokens: Sequence[int], states: LayerStates) -> bool:
         """Keep the states of ``tokens`` for good (see the module); False, keeping nothing, when they would take the

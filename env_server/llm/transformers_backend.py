@@ -186,7 +186,8 @@ class TransformersChatModel:
         max_wait_s: Longest a call waits for others to share its batch.
         gap_s: A batch that is not full starts once no call has joined it for this long.
         prefix_cache_tokens: Most tokens whose states the prefix cache holds; 0 turns it off.
-        pinned_prefix_tokens: Most tokens whose states :meth:`prime` pins in the prefix cache, besides those.
+        pinned_prefix_tokens: Most tokens whose states :meth:`prime` pins in the prefix cache, besides those (none
+            when ``prefix_cache_tokens`` is 0).
         prompts_by_row: Where it computes fewer tokens, run a batch's prompts one row at a time (then decode the
             rows together) rather than as one padded batch; None: on a CPU only. A CPU computes a lone prompt at
             least as fast per token as sixteen, and a padded batch also computes every row's padding (16 % more
@@ -280,7 +281,8 @@ class TransformersChatModel:
             self.tokenizer.pad_token_id,
         } - {None}
         """Tokens that end a turn: the model's end-of-sequence tokens and the pad token."""
-        self.prefix_cache = PrefixCache(prefix_cache_tokens, pinned_prefix_tokens)
+        # No cache at all means none pinned either: 0 is how an operator checks a result computed in full.
+        self.prefix_cache = PrefixCache(prefix_cache_tokens, pinned_prefix_tokens if prefix_cache_tokens else 0)
         log.info(
             "loaded %s on %s in %s (batches of up to %d; %d linear layers packed for few rows)",
             path,
@@ -303,21 +305,32 @@ class TransformersChatModel:
 
     def prime(self, chats: list[list[dict[str, str]]]) -> int:
         """Compute the lasting beginning of each chat (see :meth:`_lasting_ids`) and pin its states in the prefix
-        cache, in order, until ``pinned_prefix_tokens`` is full; how many tokens are pinned. Blocks the caller
-        (the work runs on the model's thread, between batches).
+        cache, in order, each one that still fits in ``pinned_prefix_tokens``; how many tokens are pinned then.
+        Blocks the caller (the work runs on the model's thread, between batches).
 
         For the system messages of the personas: every appraisal and reply prompt of a persona begins with its
-        system message (~370 tokens, most of a first turn's computed prompt), in every episode.
+        system message (459-714 tokens in the default pack, most of a first turn's prompt), in every episode.
         """
 
         def work() -> int:
+            left_out = 0
             for messages in chats:
                 tokens = self._lasting_ids(messages)
-                if not tokens or self.prefix_cache.pinned_tokens + len(tokens) > self.prefix_cache.max_pinned_tokens:
+                if not tokens or self.prefix_cache.is_pinned(tokens):
+                    continue
+                if self.prefix_cache.pinned_tokens + len(tokens) > self.prefix_cache.max_pinned_tokens:
+                    left_out += 1
                     continue
                 prepared, _ = self._run_prompts([tokens], [CachedPrefix(0, None)], room=0)
                 # The cache holds exactly these tokens (no room): its rows are the states.
                 self.prefix_cache.pin(tokens, [(layer.keys[0], layer.values[0]) for layer in prepared.cache.layers])
+            if left_out and self.prefix_cache.max_pinned_tokens:
+                log.warning(
+                    "%d of %d prompts to prime did not fit in %d pinned tokens; their first turns compute them",
+                    left_out,
+                    len(chats),
+                    self.prefix_cache.max_pinned_tokens,
+                )
             return self.prefix_cache.pinned_tokens
 
         return self.scheduler.run_on_worker(work)

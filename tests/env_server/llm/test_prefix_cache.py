@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import torch
@@ -147,6 +148,7 @@ def test_pinning_past_the_pinned_budget_keeps_nothing_and_a_repeat_is_counted_on
     cache = PrefixCache(100, max_pinned_tokens=5)
     assert cache.pin([1, 2, 3], states([1, 2, 3]))
     assert cache.pin([1, 2, 3], states([1, 2, 3]))
+    assert cache.is_pinned([1, 2, 3]) and not cache.is_pinned([1, 2])
     assert not cache.pin([4, 5, 6], states([4, 5, 6]))
     assert cache.pinned_tokens == 3 and cache.longest([4, 5, 6, 7]).length == 0
     assert not PrefixCache(100).pin([1], states([1]))  # no pinned budget by default
@@ -155,7 +157,7 @@ def test_pinning_past_the_pinned_budget_keeps_nothing_and_a_repeat_is_counted_on
 
 
 @pytest.mark.slow
-def test_primed_personas_serve_their_first_turn_and_simulate_as_unprimed(catalog) -> None:
+def test_primed_personas_serve_their_first_turn_and_simulate_as_unprimed(catalog, caplog) -> None:
     # The personas' system messages are pinned before any episode: a first appraisal then computes only what follows
     # them, and the dialogue (greedy, float32) is the one a model computing every prompt in full writes. A budget
     # smaller than the pack pins the personas that fit, in order.
@@ -167,12 +169,15 @@ def test_primed_personas_serve_their_first_turn_and_simulate_as_unprimed(catalog
 
     personas = list(catalog)[:3]
     primed = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=4, pinned_prefix_tokens=100_000)
-    plain = TransformersChatModel(dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0)
-    assert ChatSimulator(plain).prime(personas) == 0  # no pinned budget: nothing computed or kept
+    plain = TransformersChatModel(
+        dtype="float32", temperature=0.0, max_batch_size=1, prefix_cache_tokens=0, pinned_prefix_tokens=100_000
+    )
+    assert ChatSimulator(plain).prime(personas) == 0  # no prefix cache: none pinned either
     pinned = ChatSimulator(primed, max_new_tokens=16, thoughts_tokens=12).prime(personas)
     systems = [primed._lasting_ids(appraisal_system_messages(persona)) for persona in personas]
     assert pinned == sum(len(tokens) for tokens in systems) == primed.prefix_cache.pinned_tokens
-    assert all(len(tokens) > 300 for tokens in systems)
+    assert all(len(tokens) > 300 and primed.prefix_cache.is_pinned(tokens) for tokens in systems)
+    assert ChatSimulator(primed).prime(personas) == pinned  # a second prime keeps what it has
 
     def context(persona) -> TurnContext:
         history = (Turn(Role.user, persona.opening or "Hi."), Turn(Role.assistant, "That sounds hard. What happened?"))
@@ -193,4 +198,6 @@ def test_primed_personas_serve_their_first_turn_and_simulate_as_unprimed(catalog
     assert primed.prefix_cache.misses - misses < 2 * after_system + 40 * len(personas) < pinned
 
     small = TransformersChatModel(dtype="float32", max_batch_size=1, pinned_prefix_tokens=len(systems[0]) + 10)
-    assert ChatSimulator(small).prime(personas) == len(systems[0])  # the second and third do not fit
+    with caplog.at_level(logging.WARNING, logger="attune.llm"):
+        assert ChatSimulator(small).prime(personas) == len(systems[0])  # the second and third do not fit
+    assert "2 of 3 prompts to prime did not fit" in caplog.text
