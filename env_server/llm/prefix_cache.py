@@ -136,6 +136,10 @@ class PrefixCache:
                 old, _ = self._entries.popitem(last=False)
                 self._tokens -= len(old)
 
+    def fits(self, length: int) -> bool:
+        """Whether ``length`` more pinned tokens fit in ``max_pinned_tokens``."""
+        return self.pinned_tokens + length <= self.max_pinned_tokens
+
     def is_pinned(self, tokens: Sequence[int]) -> bool:
         """Whether exactly ``tokens`` are pinned."""
         return tuple(tokens) in self._pinned
@@ -147,7 +151,7 @@ class PrefixCache:
         with self._lock:
             if key in self._pinned:
                 return True
-            if not key or self.pinned_tokens + len(key) > self.max_pinned_tokens:
+            if not key or not self.fits(len(key)):
                 return False
             self._pinned[key] = _Entry(torch.tensor(key), states)
             self.pinned_tokens += len(key)

@@ -318,7 +318,7 @@ class TransformersChatModel:
                 tokens = self._lasting_ids(messages)
                 if not tokens or self.prefix_cache.is_pinned(tokens):
                     continue
-                if self.prefix_cache.pinned_tokens + len(tokens) > self.prefix_cache.max_pinned_tokens:
+                if not self.prefix_cache.fits(len(tokens)):  # checked first: states it cannot keep are not computed
                     left_out += 1
                     continue
                 prepared, _ = self._run_prompts([tokens], [CachedPrefix(0, None)], room=0)
